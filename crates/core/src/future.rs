@@ -1,0 +1,505 @@
+//! [`TaskFuture`] and its completing half, [`Promise`].
+//!
+//! State machine (CPython's `concurrent.futures.Future`, SEMANTICS.md §1.1):
+//!
+//! ```text
+//! PENDING ──start()──▶ RUNNING ──complete()──▶ FINISHED
+//!    │                                           ▲
+//!    └──cancel()──────────▶ CANCELLED ───────────┘ (both are "done")
+//! ```
+//!
+//! Differences from CPython, on purpose:
+//! - a cancelled future is *done* for [`wait`](crate::wait) and
+//!   [`as_completed`](crate::as_completed) at once (CPython reports a future cancelled while
+//!   queued as not done, and `wait()` hangs: cpython#92001, #109934);
+//! - callbacks run *before* waiters are woken, so once `result()` returns every callback
+//!   registered before completion has run; a callback receives `&Result` while no lock is
+//!   held, so it may block, submit work or panic freely.
+
+use std::fmt;
+use std::sync::atomic::{AtomicU8, Ordering};
+use std::sync::{Arc, Condvar, Mutex, MutexGuard};
+use std::time::{Duration, Instant};
+
+use serde::de::DeserializeOwned;
+
+use crate::{codec, gil, TaskError};
+
+const PENDING: u8 = 0;
+const RUNNING: u8 = 1;
+/// Outcome known, callbacks running; not yet visible as done.
+const COMPLETING: u8 = 2;
+const FINISHED: u8 = 3;
+const CANCELLED: u8 = 4;
+
+type Callback<R> = Box<dyn FnOnce(&Result<R, TaskError>) + Send + 'static>;
+
+/// Something that is told when a future becomes done (used by `wait`, `as_completed`,
+/// `map_unordered`).
+pub(crate) trait DoneSink: Send + Sync {
+    fn notify_done(&self, index: usize);
+}
+
+struct State<R> {
+    outcome: Option<Result<R, TaskError>>,
+    taken: bool,
+    callbacks: Vec<Callback<R>>,
+    sinks: Vec<(Arc<dyn DoneSink>, usize)>,
+}
+
+struct Inner<R> {
+    status: AtomicU8,
+    state: Mutex<State<R>>,
+    cond: Condvar,
+}
+
+impl<R> Inner<R> {
+    fn lock(&self) -> MutexGuard<'_, State<R>> {
+        // A poisoned lock can only come from a panic inside this module's own short critical
+        // sections (callbacks never run under the lock); the state is still consistent.
+        self.state.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Move to a terminal state: run callbacks (outside the lock, in this thread), then
+    /// publish and wake waiters. `from` is the set of statuses the transition is legal from.
+    fn finish<'a>(&'a self, outcome: Result<R, TaskError>, terminal: u8, mut st: MutexGuard<'a, State<R>>) {
+        self.status.store(COMPLETING, Ordering::Release);
+        let mut outcome = Some(outcome);
+        loop {
+            let callbacks = std::mem::take(&mut st.callbacks);
+            if callbacks.is_empty() {
+                break;
+            }
+            drop(st);
+            let r = outcome.as_ref().expect("outcome present while completing");
+            for cb in callbacks {
+                run_callback(cb, r);
+            }
+            st = self.lock();
+        }
+        st.outcome = outcome.take();
+        self.status.store(terminal, Ordering::Release);
+        let sinks = std::mem::take(&mut st.sinks);
+        drop(st);
+        self.cond.notify_all();
+        for (sink, idx) in sinks {
+            sink.notify_done(idx);
+        }
+    }
+}
+
+fn run_callback<R>(cb: Callback<R>, r: &Result<R, TaskError>) {
+    let res = std::panic::catch_unwind(std::panic::AssertUnwindSafe(move || cb(r)));
+    if let Err(p) = res {
+        eprintln!(
+            "poolrun: exception calling a done-callback (ignored): {}",
+            crate::panic_message(&*p)
+        );
+    }
+}
+
+/// The caller's handle to a task's eventual result (`concurrent.futures.Future`).
+///
+/// `Send`, not `Clone`: one owner takes the value out with [`result`](Self::result).
+pub struct TaskFuture<R> {
+    inner: Arc<Inner<R>>,
+}
+
+/// The pool's half: starts and completes one [`TaskFuture`]. Dropping a promise that never
+/// completed completes its future with [`TaskError::Shutdown`] (pending) — a task can never
+/// be silently lost.
+pub struct Promise<R> {
+    inner: Option<Arc<Inner<R>>>,
+}
+
+/// Make a linked future/promise pair in the PENDING state.
+pub fn task_pair<R>() -> (Promise<R>, TaskFuture<R>) {
+    let inner = Arc::new(Inner {
+        status: AtomicU8::new(PENDING),
+        state: Mutex::new(State {
+            outcome: None,
+            taken: false,
+            callbacks: Vec::new(),
+            sinks: Vec::new(),
+        }),
+        cond: Condvar::new(),
+    });
+    (
+        Promise {
+            inner: Some(inner.clone()),
+        },
+        TaskFuture { inner },
+    )
+}
+
+impl<R> TaskFuture<R> {
+    /// A future that is already done with `outcome` (e.g. `Err(Shutdown)` after shutdown).
+    pub fn ready(outcome: Result<R, TaskError>) -> Self {
+        let (p, f) = task_pair();
+        p.complete(outcome);
+        f
+    }
+
+    fn status(&self) -> u8 {
+        self.inner.status.load(Ordering::Acquire)
+    }
+
+    /// True once the task finished (with a value or an error) or was cancelled.
+    pub fn done(&self) -> bool {
+        self.status() >= FINISHED
+    }
+
+    /// True while a worker has the task (CPython: RUNNING).
+    pub fn running(&self) -> bool {
+        matches!(self.status(), RUNNING | COMPLETING)
+    }
+
+    /// True if the task was cancelled before it started.
+    pub fn cancelled(&self) -> bool {
+        self.status() == CANCELLED
+    }
+
+    /// Cancel a task that has not started. Returns true if the future is (now) cancelled,
+    /// false if it is running or finished (Python's rule). Callbacks run in this thread.
+    pub fn cancel(&self) -> bool {
+        let st = self.inner.lock();
+        match self.inner.status.load(Ordering::Acquire) {
+            PENDING => {
+                self.inner.finish(Err(TaskError::Cancelled), CANCELLED, st);
+                true
+            }
+            CANCELLED => true,
+            _ => false,
+        }
+    }
+
+    /// Block until done or until `timeout` passes (`None`: no limit). True if done.
+    /// Releases the GIL while it waits.
+    pub fn wait(&self, timeout: Option<Duration>) -> bool {
+        if self.done() {
+            return true;
+        }
+        let deadline = timeout.and_then(|t| Instant::now().checked_add(t));
+        gil::allow_threads(|| {
+            let mut st = self.inner.lock();
+            loop {
+                if self.done() {
+                    return true;
+                }
+                match deadline {
+                    None => {
+                        st = self.inner.cond.wait(st).unwrap_or_else(|p| p.into_inner());
+                    }
+                    Some(d) => {
+                        let now = Instant::now();
+                        if now >= d {
+                            return false;
+                        }
+                        st = self
+                            .inner
+                            .cond
+                            .wait_timeout(st, d - now)
+                            .unwrap_or_else(|p| p.into_inner())
+                            .0;
+                    }
+                }
+            }
+        })
+    }
+
+    /// Block until done and move the outcome out.
+    pub fn result(self) -> Result<R, TaskError> {
+        self.wait(None);
+        self.take_outcome()
+    }
+
+    /// Like [`result`](Self::result) but gives up after `d` with
+    /// `Err(TaskError::WaitTimeout)`; the future stays usable. A value taken by a successful
+    /// call is gone: later calls give `Err(TaskError::ResultTaken)`.
+    pub fn result_timeout(&self, d: Duration) -> Result<R, TaskError> {
+        if !self.wait(Some(d)) {
+            return Err(TaskError::WaitTimeout);
+        }
+        self.take_outcome()
+    }
+
+    /// The outcome, if done, without blocking (an error outcome is cloned; a value is moved).
+    pub fn try_result(&self) -> Option<Result<R, TaskError>> {
+        if self.done() {
+            Some(self.take_outcome())
+        } else {
+            None
+        }
+    }
+
+    /// The error of a finished task without taking anything (`exception()` in Python):
+    /// `None` while pending/running or on success.
+    pub fn error(&self) -> Option<TaskError> {
+        if !self.done() {
+            return None;
+        }
+        match self.inner.lock().outcome.as_ref() {
+            Some(Err(e)) => Some(e.clone()),
+            _ => None,
+        }
+    }
+
+    fn take_outcome(&self) -> Result<R, TaskError> {
+        let mut st = self.inner.lock();
+        match st.outcome.take() {
+            Some(Ok(v)) => {
+                st.taken = true;
+                Ok(v)
+            }
+            Some(Err(e)) => {
+                st.outcome = Some(Err(e.clone()));
+                Err(e)
+            }
+            None if st.taken => Err(TaskError::ResultTaken),
+            None => Err(TaskError::Shutdown),
+        }
+    }
+
+    /// Run `cb` exactly once with the outcome: now, in this thread, if already done; else in
+    /// the thread that completes the future (a worker thread in thread mode, a pool thread of
+    /// the parent in process mode, the cancelling thread on cancel). Callbacks run in
+    /// registration order; a panicking callback is reported on stderr and ignored.
+    ///
+    /// If the value was already taken with `result_timeout`, `cb` sees
+    /// `Err(TaskError::ResultTaken)`.
+    pub fn add_done_callback(&self, cb: impl FnOnce(&Result<R, TaskError>) + Send + 'static) {
+        let mut st = self.inner.lock();
+        if self.done() {
+            let outcome = st.outcome.take();
+            drop(st);
+            match outcome {
+                Some(r) => {
+                    run_callback(Box::new(cb), &r);
+                    self.inner.lock().outcome = Some(r);
+                }
+                None => run_callback(Box::new(cb), &Err(TaskError::ResultTaken)),
+            }
+        } else {
+            st.callbacks.push(Box::new(cb));
+        }
+    }
+
+    /// Register `sink` to hear `index` when this future is done; if already done, notify now.
+    pub(crate) fn watch(&self, sink: &Arc<dyn DoneSink>, index: usize) {
+        let mut st = self.inner.lock();
+        if self.done() {
+            drop(st);
+            sink.notify_done(index);
+        } else {
+            st.sinks.push((sink.clone(), index));
+        }
+    }
+
+    /// Remove a registration made by [`watch`](Self::watch).
+    pub(crate) fn unwatch(&self, sink: &Arc<dyn DoneSink>) {
+        let mut st = self.inner.lock();
+        st.sinks.retain(|(s, _)| !Arc::ptr_eq(s, sink));
+    }
+
+    /// True if this future finished with an error (not cancelled).
+    pub(crate) fn failed(&self) -> bool {
+        self.status() == FINISHED && matches!(self.inner.lock().outcome, Some(Err(_)))
+    }
+}
+
+impl<R> fmt::Debug for TaskFuture<R> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let state = match self.status() {
+            PENDING => "pending",
+            RUNNING | COMPLETING => "running",
+            FINISHED => "finished",
+            _ => "cancelled",
+        };
+        f.debug_struct("TaskFuture").field("state", &state).finish()
+    }
+}
+
+impl<R> Promise<R> {
+    /// PENDING → RUNNING. Returns false if the future was cancelled (then the task must not
+    /// run; the promise may simply be dropped).
+    pub fn start(&self) -> bool {
+        let Some(inner) = &self.inner else {
+            return false;
+        };
+        let _st = inner.lock();
+        match inner.status.load(Ordering::Acquire) {
+            PENDING => {
+                inner.status.store(RUNNING, Ordering::Release);
+                true
+            }
+            RUNNING => true,
+            _ => false,
+        }
+    }
+
+    /// True if the future was cancelled (or otherwise completed) already.
+    pub fn is_done(&self) -> bool {
+        self.inner
+            .as_ref()
+            .is_none_or(|i| i.status.load(Ordering::Acquire) >= COMPLETING)
+    }
+
+    /// Cancel the future if it has not started (used by `shutdown(cancel_pending)`).
+    pub fn cancel(&self) -> bool {
+        let Some(inner) = &self.inner else {
+            return false;
+        };
+        let st = inner.lock();
+        match inner.status.load(Ordering::Acquire) {
+            PENDING => {
+                inner.finish(Err(TaskError::Cancelled), CANCELLED, st);
+                true
+            }
+            CANCELLED => true,
+            _ => false,
+        }
+    }
+
+    /// Complete the future with `outcome` (ignored if it is already done, e.g. cancelled).
+    /// Callbacks run in this thread.
+    pub fn complete(mut self, outcome: Result<R, TaskError>) {
+        if let Some(inner) = self.inner.take() {
+            let st = inner.lock();
+            if inner.status.load(Ordering::Acquire) <= RUNNING {
+                inner.finish(outcome, FINISHED, st);
+            }
+        }
+    }
+}
+
+impl<R> Drop for Promise<R> {
+    fn drop(&mut self) {
+        if let Some(inner) = self.inner.take() {
+            let st = inner.lock();
+            match inner.status.load(Ordering::Acquire) {
+                PENDING => inner.finish(Err(TaskError::Cancelled), CANCELLED, st),
+                RUNNING => inner.finish(Err(TaskError::Shutdown), FINISHED, st),
+                _ => {}
+            }
+        }
+    }
+}
+
+impl<R> fmt::Debug for Promise<R> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Promise")
+            .field("done", &self.is_done())
+            .finish()
+    }
+}
+
+/// A type-erased promise whose value arrives encoded (process mode).
+pub trait ErasedPromise: Send {
+    /// See [`Promise::start`].
+    fn start(&self) -> bool;
+    /// See [`Promise::cancel`].
+    fn cancel(&self) -> bool;
+    /// See [`Promise::is_done`].
+    fn is_done(&self) -> bool;
+    /// Decode `bytes` as the task's value and complete; a decode failure completes with
+    /// [`TaskError::Codec`].
+    fn complete_encoded(self: Box<Self>, bytes: &[u8]);
+    /// Complete with an error.
+    fn fail(self: Box<Self>, err: TaskError);
+}
+
+impl<R: DeserializeOwned + Send + 'static> ErasedPromise for Promise<R> {
+    fn start(&self) -> bool {
+        Promise::start(self)
+    }
+    fn cancel(&self) -> bool {
+        Promise::cancel(self)
+    }
+    fn is_done(&self) -> bool {
+        Promise::is_done(self)
+    }
+    fn complete_encoded(self: Box<Self>, bytes: &[u8]) {
+        let r = codec::decode::<R>(bytes);
+        self.complete(r);
+    }
+    fn fail(self: Box<Self>, err: TaskError) {
+        self.complete(Err(err));
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::sync::atomic::AtomicUsize;
+
+    #[test]
+    fn states() {
+        let (p, f) = task_pair::<u32>();
+        assert!(!f.done() && !f.running() && !f.cancelled());
+        assert!(p.start());
+        assert!(f.running());
+        assert!(!f.cancel());
+        p.complete(Ok(7));
+        assert!(f.done() && !f.running());
+        assert_eq!(f.result_timeout(Duration::from_millis(1)), Ok(7));
+        assert_eq!(f.result_timeout(Duration::from_millis(1)), Err(TaskError::ResultTaken));
+    }
+
+    #[test]
+    fn cancel_pending_runs_callbacks_once() {
+        let (p, f) = task_pair::<u32>();
+        let n = Arc::new(AtomicUsize::new(0));
+        let n2 = n.clone();
+        f.add_done_callback(move |r| {
+            assert_eq!(r, &Err(TaskError::Cancelled));
+            n2.fetch_add(1, Ordering::SeqCst);
+        });
+        assert!(f.cancel());
+        assert!(f.cancel());
+        assert!(f.done() && f.cancelled());
+        assert!(!p.start());
+        p.complete(Ok(1));
+        assert_eq!(n.load(Ordering::SeqCst), 1);
+        assert_eq!(f.result(), Err(TaskError::Cancelled));
+    }
+
+    #[test]
+    fn dropped_promise_never_hangs() {
+        let (p, f) = task_pair::<u32>();
+        p.start();
+        drop(p);
+        assert_eq!(f.result(), Err(TaskError::Shutdown));
+    }
+
+    #[test]
+    fn callback_order_and_panics() {
+        let (p, f) = task_pair::<u32>();
+        let log = Arc::new(Mutex::new(Vec::new()));
+        for i in 0..3 {
+            let log = log.clone();
+            f.add_done_callback(move |_| {
+                log.lock().unwrap().push(i);
+                if i == 1 {
+                    panic!("callback boom");
+                }
+            });
+        }
+        p.complete(Ok(1));
+        assert_eq!(*log.lock().unwrap(), vec![0, 1, 2]);
+        let l2 = log.clone();
+        f.add_done_callback(move |r| {
+            assert_eq!(r, &Ok(1));
+            l2.lock().unwrap().push(9);
+        });
+        assert_eq!(*log.lock().unwrap(), vec![0, 1, 2, 9]);
+        assert_eq!(f.result(), Ok(1));
+    }
+
+    #[test]
+    fn erased_decode_error_is_codec() {
+        let (p, f) = task_pair::<Vec<String>>();
+        let b: Box<dyn ErasedPromise> = Box::new(p);
+        b.complete_encoded(&[0xff, 0xff]);
+        assert!(matches!(f.result(), Err(TaskError::Codec(_))));
+    }
+}

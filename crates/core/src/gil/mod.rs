@@ -1,0 +1,186 @@
+//! An emulation of CPython's global interpreter lock (the 3.2+ "new GIL"), and the
+//! per-thread hooks every worker shares: [`checkpoint`] (the eval breaker) and
+//! [`allow_threads`] (`Py_BEGIN_ALLOW_THREADS`).
+//!
+//! See `README.md` in this directory for the hand-off algorithm.
+
+mod lock;
+
+use std::cell::Cell;
+use std::fmt;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+pub use lock::{Gil, GilStats};
+
+/// Whether thread-mode workers run under an emulated GIL.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum GilMode {
+    /// Free-threaded: workers run truly in parallel.
+    #[default]
+    Off,
+    /// One worker at a time holds the GIL; a waiter asks the holder to drop it after
+    /// `switch_interval`.
+    On {
+        /// CPython's `sys.getswitchinterval()`; default 5 ms.
+        switch_interval: Duration,
+    },
+}
+
+impl GilMode {
+    /// CPython's default: `On` with a 5 ms switch interval.
+    pub fn cpython() -> Self {
+        GilMode::On {
+            switch_interval: Duration::from_millis(5),
+        }
+    }
+}
+
+/// The unwinding payload [`checkpoint`] raises to stop a task that its pool has given up on
+/// (it passed its `task_timeout`, or the pool is being dropped). Pools catch it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct TaskStopped;
+
+/// What a worker thread is bound to while it runs tasks.
+struct WorkerCtx {
+    gil: Option<Gil>,
+    /// Set by the pool to stop the current task at its next checkpoint.
+    stop: Arc<AtomicBool>,
+    /// True while this thread holds `gil`.
+    holding: Cell<bool>,
+}
+
+thread_local! {
+    static CTX: Cell<*const WorkerCtx> = const { Cell::new(std::ptr::null()) };
+}
+
+/// Run `f` with the current thread's worker context, if any.
+#[inline]
+fn with_ctx<T>(f: impl FnOnce(Option<&WorkerCtx>) -> T) -> T {
+    let p = CTX.with(|c| c.get());
+    // SAFETY: CTX is only ever set by `WorkerBinding::new` to a pointer into the `Box`
+    // that binding owns, and reset to null in its `Drop`, on the same thread (the binding
+    // is `!Send`). So a non-null pointer always refers to a live `WorkerCtx`.
+    let ctx = unsafe { p.as_ref() };
+    f(ctx)
+}
+
+/// The "eval breaker": call it in the loops of CPU-heavy task code.
+///
+/// - Off a pool thread, or in a pool without a GIL and without a pending stop: a thread-local
+///   read and an atomic load (a few ns).
+/// - If the pool asked to stop the current task (its `task_timeout` passed), unwinds with
+///   [`TaskStopped`]; the pool has already failed the future with `TimedOut`.
+/// - If another thread has asked for the GIL, drops it, lets that thread run, and takes it
+///   back (forced switching).
+#[inline]
+pub fn checkpoint() {
+    with_ctx(|ctx| {
+        let Some(ctx) = ctx else { return };
+        if ctx.stop.load(Ordering::Relaxed) {
+            std::panic::resume_unwind(Box::new(TaskStopped));
+        }
+        if let Some(g) = &ctx.gil {
+            if ctx.holding.get() && g.drop_requested() {
+                g.yield_now();
+            }
+        }
+    })
+}
+
+/// Run blocking work without the GIL (`Py_BEGIN_ALLOW_THREADS` … `Py_END_ALLOW_THREADS`).
+/// Without a GIL bound to this thread it just calls `f`.
+pub fn allow_threads<T>(f: impl FnOnce() -> T) -> T {
+    let gil = with_ctx(|ctx| match ctx {
+        Some(c) if c.holding.get() => c.gil.clone(),
+        _ => None,
+    });
+    match gil {
+        None => f(),
+        Some(g) => {
+            g.release();
+            with_ctx(|c| c.map(|c| c.holding.set(false)));
+            let _retake = Retake(&g);
+            f()
+        }
+    }
+}
+
+/// Takes the GIL back when dropped, even if `f` unwinds.
+struct Retake<'a>(&'a Gil);
+impl Drop for Retake<'_> {
+    fn drop(&mut self) {
+        self.0.acquire();
+        with_ctx(|c| c.map(|c| c.holding.set(true)));
+    }
+}
+
+/// Process-wide totals over every GIL in this process.
+pub fn stats() -> GilStats {
+    lock::global_stats()
+}
+
+/// Binds the current thread as a pool worker: makes [`checkpoint`] see the pool's GIL and
+/// stop flag. For pool implementations; dropping it unbinds the thread.
+pub struct WorkerBinding {
+    ctx: Box<WorkerCtx>,
+    _not_send: std::marker::PhantomData<*const ()>,
+}
+
+impl WorkerBinding {
+    /// Bind this thread to `gil` (None: no GIL). `stop` is the flag the pool sets to stop the
+    /// current task.
+    pub fn new(gil: Option<Gil>, stop: Arc<AtomicBool>) -> Self {
+        let ctx = Box::new(WorkerCtx {
+            gil,
+            stop,
+            holding: Cell::new(false),
+        });
+        CTX.with(|c| c.set(&*ctx as *const WorkerCtx));
+        WorkerBinding {
+            ctx,
+            _not_send: std::marker::PhantomData,
+        }
+    }
+
+    /// Run one task: take the GIL (if any), run `f`, release it — also if `f` unwinds.
+    pub fn run_task<T>(&self, f: impl FnOnce() -> T) -> T {
+        struct Release<'a>(&'a WorkerCtx);
+        impl Drop for Release<'_> {
+            fn drop(&mut self) {
+                if let Some(g) = &self.0.gil {
+                    if self.0.holding.get() {
+                        self.0.holding.set(false);
+                        g.release();
+                    }
+                }
+            }
+        }
+        if let Some(g) = &self.ctx.gil {
+            g.acquire();
+            self.ctx.holding.set(true);
+        }
+        let _release = Release(&self.ctx);
+        f()
+    }
+
+    /// The stop flag this binding watches.
+    pub fn stop_flag(&self) -> &Arc<AtomicBool> {
+        &self.ctx.stop
+    }
+}
+
+impl Drop for WorkerBinding {
+    fn drop(&mut self) {
+        CTX.with(|c| c.set(std::ptr::null()));
+    }
+}
+
+impl fmt::Debug for WorkerBinding {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("WorkerBinding")
+            .field("gil", &self.ctx.gil.is_some())
+            .finish()
+    }
+}

@@ -1,0 +1,1 @@
+//! Cross-process synchronisation primitives. Coming with the shared-memory issue.

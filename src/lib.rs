@@ -1,0 +1,100 @@
+//! # poolrun
+//!
+//! Run work on a **process pool** (forked workers over `ipc-channel`, big data through shared
+//! memory) or a **thread pool** (optionally under an emulated CPython GIL) through one
+//! identical, `concurrent.futures`-style API.
+//!
+//! ```
+//! use poolrun::{Executor, Mode, Pool, PoolConfig};
+//!
+//! fn square(x: u64) -> u64 { x * x }
+//!
+//! let pool = Pool::new(Mode::Thread, PoolConfig::new().workers(2)).unwrap();
+//! let fut = pool.submit(square, 7);
+//! assert_eq!(fut.result(), Ok(49));
+//! let squares: Vec<u64> = pool.map(square, 0..5u64).map(|r| r.unwrap()).collect();
+//! assert_eq!(squares, vec![0, 1, 4, 9, 16]);
+//! ```
+
+#![warn(missing_docs)]
+#![forbid(unsafe_code)]
+
+use std::time::Duration;
+
+pub use poolrun_core::{
+    as_completed, codec, gil, shm, sync, wait, AsCompleted, Executor, GilMode, MapIter,
+    MapUnordered, Mode, Payload, PoolConfig, PoolError, ReturnWhen, TaskError, TaskFuture,
+};
+pub use poolrun_procpool::ProcessPool;
+pub use poolrun_threadpool::ThreadPool;
+
+/// Either pool, chosen at run time (e.g. from `--mode`). Implements [`Executor`] by
+/// delegating.
+#[derive(Debug)]
+pub enum Pool {
+    /// A thread pool.
+    Thread(ThreadPool),
+    /// A process pool.
+    Process(ProcessPool),
+}
+
+impl Pool {
+    /// Build a pool of the given mode.
+    pub fn new(mode: Mode, cfg: PoolConfig) -> Result<Pool, PoolError> {
+        Ok(match mode {
+            Mode::Thread => Pool::Thread(ThreadPool::new(cfg)?),
+            Mode::Process => Pool::Process(ProcessPool::new(cfg)?),
+        })
+    }
+}
+
+macro_rules! delegate {
+    ($self:ident, $p:ident => $e:expr) => {
+        match $self {
+            Pool::Thread($p) => $e,
+            Pool::Process($p) => $e,
+        }
+    };
+}
+
+impl Executor for Pool {
+    fn submit<A: Payload, R: Payload>(&self, f: fn(A) -> R, arg: A) -> TaskFuture<R> {
+        delegate!(self, p => p.submit(f, arg))
+    }
+
+    fn map<A, R, I>(&self, f: fn(A) -> R, args: I) -> MapIter<R>
+    where
+        A: Payload,
+        R: Payload,
+        I: IntoIterator<Item = A>,
+        I::IntoIter: Send + 'static,
+    {
+        delegate!(self, p => p.map(f, args))
+    }
+
+    fn map_unordered<A, R, I>(&self, f: fn(A) -> R, args: I) -> MapUnordered<R>
+    where
+        A: Payload,
+        R: Payload,
+        I: IntoIterator<Item = A>,
+        I::IntoIter: Send + 'static,
+    {
+        delegate!(self, p => p.map_unordered(f, args))
+    }
+
+    fn shutdown(&self, wait: bool, cancel_pending: bool) {
+        delegate!(self, p => p.shutdown(wait, cancel_pending))
+    }
+
+    fn shutdown_timeout(&self, cancel_pending: bool, timeout: Duration) -> bool {
+        delegate!(self, p => p.shutdown_timeout(cancel_pending, timeout))
+    }
+
+    fn workers(&self) -> usize {
+        delegate!(self, p => p.workers())
+    }
+
+    fn mode(&self) -> Mode {
+        delegate!(self, p => p.mode())
+    }
+}
