@@ -2,9 +2,31 @@
 //! per-thread hooks every worker shares: [`checkpoint`] (the eval breaker) and
 //! [`allow_threads`] (`Py_BEGIN_ALLOW_THREADS`).
 //!
-//! See `README.md` in this directory for the hand-off algorithm.
+//! The hand-off follows CPython's `Python/ceval_gil.c` as described in `/work/shared/GIL.md`:
+//! a thread waiting for the GIL sets a *drop request* after one switch interval with no
+//! switch; the holder drops at its next [`checkpoint`] and, with *forced switching*, does not
+//! take it back before another thread had it. See `README.md` in this directory for the
+//! algorithm as implemented (in `lock.rs`), and `shim.rs` for the primitives it is built on.
+//!
+//! ```
+//! use std::sync::{atomic::AtomicBool, Arc};
+//! use std::time::Duration;
+//! use poolrun_core::gil::{self, Gil, WorkerBinding};
+//!
+//! let g = Gil::new(Duration::from_millis(5));
+//! let binding = WorkerBinding::new(Some(g.clone()), Arc::new(AtomicBool::new(false)));
+//! binding.run_task(|| {
+//!     assert!(gil::holds_gil());
+//!     gil::checkpoint(); // nobody waits: one relaxed load
+//!     gil::allow_threads(|| assert!(!gil::holds_gil())); // released around blocking work
+//!     assert!(gil::holds_gil());
+//! });
+//! assert!(!gil::holds_gil());
+//! assert_eq!(g.stats().switches, 1);
+//! ```
 
 mod lock;
+mod shim;
 
 use std::cell::Cell;
 use std::fmt;
@@ -99,8 +121,8 @@ pub fn allow_threads<T>(f: impl FnOnce() -> T) -> T {
     match gil {
         None => f(),
         Some(g) => {
-            g.release();
             with_ctx(|c| c.map(|c| c.holding.set(false)));
+            g.release();
             let _retake = Retake(&g);
             f()
         }
@@ -111,14 +133,21 @@ pub fn allow_threads<T>(f: impl FnOnce() -> T) -> T {
 struct Retake<'a>(&'a Gil);
 impl Drop for Retake<'_> {
     fn drop(&mut self) {
-        self.0.acquire();
+        self.0.take();
         with_ctx(|c| c.map(|c| c.holding.set(true)));
     }
 }
 
-/// Process-wide totals over every GIL in this process.
+/// Process-wide totals over every GIL in this process (take differences with
+/// [`GilStats::since`] around an experiment). A single pool's counters: [`Gil::stats`].
 pub fn stats() -> GilStats {
     lock::global_stats()
+}
+
+/// Whether the calling thread holds an emulated GIL right now (false off-pool, in a pool
+/// without a GIL, and inside [`allow_threads`]).
+pub fn holds_gil() -> bool {
+    with_ctx(|ctx| ctx.is_some_and(|c| c.gil.is_some() && c.holding.get()))
 }
 
 /// Binds the current thread as a pool worker: makes [`checkpoint`] see the pool's GIL and
@@ -158,7 +187,7 @@ impl WorkerBinding {
             }
         }
         if let Some(g) = &self.ctx.gil {
-            g.acquire();
+            g.take();
             self.ctx.holding.set(true);
         }
         let _release = Release(&self.ctx);
