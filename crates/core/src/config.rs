@@ -151,7 +151,8 @@ impl PoolConfig {
         let run = move || -> Result<(), String> {
             let bytes = encoded.as_ref().map_err(|e| e.to_string())?;
             let a: A = codec::decode(bytes).map_err(|e| e.to_string())?;
-            std::panic::catch_unwind(std::panic::AssertUnwindSafe(move || f(a))).map_err(|p| panic_message(&*p))
+            std::panic::catch_unwind(std::panic::AssertUnwindSafe(move || f(a)))
+                .map_err(|p| panic_message(&*p))
         };
         self.initializer = Some(Initializer {
             run: Arc::new(run),

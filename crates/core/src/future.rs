@@ -62,7 +62,12 @@ impl<R> Inner<R> {
 
     /// Move to a terminal state: run callbacks (outside the lock, in this thread), then
     /// publish and wake waiters. `from` is the set of statuses the transition is legal from.
-    fn finish<'a>(&'a self, outcome: Result<R, TaskError>, terminal: u8, mut st: MutexGuard<'a, State<R>>) {
+    fn finish<'a>(
+        &'a self,
+        outcome: Result<R, TaskError>,
+        terminal: u8,
+        mut st: MutexGuard<'a, State<R>>,
+    ) {
         self.status.store(COMPLETING, Ordering::Release);
         let mut outcome = Some(outcome);
         loop {
@@ -442,7 +447,10 @@ mod tests {
         p.complete(Ok(7));
         assert!(f.done() && !f.running());
         assert_eq!(f.result_timeout(Duration::from_millis(1)), Ok(7));
-        assert_eq!(f.result_timeout(Duration::from_millis(1)), Err(TaskError::ResultTaken));
+        assert_eq!(
+            f.result_timeout(Duration::from_millis(1)),
+            Err(TaskError::ResultTaken)
+        );
     }
 
     #[test]

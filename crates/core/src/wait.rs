@@ -219,7 +219,11 @@ mod tests {
         let (_p, f) = task_pair::<u32>();
         assert!(f.cancel());
         let t = Instant::now();
-        let (done, pending) = wait(std::slice::from_ref(&f), Some(Duration::from_secs(5)), ReturnWhen::AllCompleted);
+        let (done, pending) = wait(
+            std::slice::from_ref(&f),
+            Some(Duration::from_secs(5)),
+            ReturnWhen::AllCompleted,
+        );
         assert_eq!(done, vec![0]);
         assert!(pending.is_empty());
         assert!(t.elapsed() < Duration::from_secs(1));
@@ -230,7 +234,11 @@ mod tests {
         let (p0, f0) = task_pair::<u32>();
         let (_p1, f1) = task_pair::<u32>();
         let fs = vec![f0, f1];
-        let (d, pnd) = wait(&fs, Some(Duration::from_millis(20)), ReturnWhen::FirstCompleted);
+        let (d, pnd) = wait(
+            &fs,
+            Some(Duration::from_millis(20)),
+            ReturnWhen::FirstCompleted,
+        );
         assert!(d.is_empty());
         assert_eq!(pnd, vec![0, 1]);
         p0.complete(Ok(1));
@@ -246,10 +254,16 @@ mod tests {
         p0.complete(Ok(1));
         let h = std::thread::spawn(move || {
             std::thread::sleep(Duration::from_millis(20));
-            p1.complete(Err(TaskError::Panicked { message: "x".into() }));
+            p1.complete(Err(TaskError::Panicked {
+                message: "x".into(),
+            }));
         });
         let fs = vec![f0, f1, f2];
-        let (d, pnd) = wait(&fs, Some(Duration::from_secs(10)), ReturnWhen::FirstException);
+        let (d, pnd) = wait(
+            &fs,
+            Some(Duration::from_secs(10)),
+            ReturnWhen::FirstException,
+        );
         assert_eq!((d, pnd), (vec![0, 1], vec![2]));
         h.join().unwrap();
     }

@@ -1,26 +1,19 @@
-//! poolrun's thread pool (in progress).
+//! poolrun-threadpool: [`ThreadPool`], the thread half of poolrun's one API.
+//!
+//! Workers pull jobs from one shared FIFO queue (a crossbeam channel), so a task is *running*
+//! exactly when a worker takes it and everything behind it stays cancellable. Each worker
+//! thread is bound (see [`poolrun_core::gil::WorkerBinding`]) to the pool's emulated GIL (if
+//! `GilMode::On`) and to a stop flag that [`poolrun_core::gil::checkpoint`] watches: that is
+//! how a task that overran `task_timeout` is stopped. Panics are caught per task.
+//!
+//! Files: `pool.rs` (the pool and its lifecycle), `job.rs` (type-erased jobs: one task or a
+//! chunk), `timer.rs` (task deadlines).
+
+#![warn(missing_docs)]
 #![forbid(unsafe_code)]
-use std::time::Duration;
-use poolrun_core::*;
 
-/// A pool of worker threads.
-#[derive(Debug)]
-pub struct ThreadPool { workers: usize }
+mod job;
+mod pool;
+mod timer;
 
-impl ThreadPool {
-    /// Build a pool.
-    pub fn new(cfg: PoolConfig) -> Result<ThreadPool, PoolError> {
-        cfg.validate()?;
-        Err(PoolError::Unsupported("thread pool: not yet available".into()))
-    }
-}
-
-impl Executor for ThreadPool {
-    fn submit<A: Payload, R: Payload>(&self, _f: fn(A) -> R, _arg: A) -> TaskFuture<R> { TaskFuture::ready(Err(TaskError::Shutdown)) }
-    fn map<A, R, I>(&self, _f: fn(A) -> R, _args: I) -> MapIter<R> where A: Payload, R: Payload, I: IntoIterator<Item = A>, I::IntoIter: Send + 'static { unimplemented!() }
-    fn map_unordered<A, R, I>(&self, _f: fn(A) -> R, _args: I) -> MapUnordered<R> where A: Payload, R: Payload, I: IntoIterator<Item = A>, I::IntoIter: Send + 'static { unimplemented!() }
-    fn shutdown(&self, _wait: bool, _cancel_pending: bool) {}
-    fn shutdown_timeout(&self, _c: bool, _t: Duration) -> bool { true }
-    fn workers(&self) -> usize { self.workers }
-    fn mode(&self) -> Mode { Mode::Thread }
-}
+pub use pool::ThreadPool;

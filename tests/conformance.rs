@@ -1,0 +1,492 @@
+//! The Executor / TaskFuture conformance suite (SPEC §3–§4, SEMANTICS.md §0), written once
+//! and run against every `Mode`: `thread::*` and `process::*` are the same tests.
+
+mod common;
+
+macro_rules! conformance {
+    ($modname:ident, $mode:expr) => {
+        mod $modname {
+            use super::common::*;
+            use poolrun::{
+                as_completed, wait, Executor, Mode, Pool, PoolConfig, PoolError, ReturnWhen,
+                TaskError,
+            };
+            use std::sync::atomic::{AtomicUsize, Ordering};
+            use std::sync::{Arc, Mutex};
+            use std::time::{Duration, Instant};
+
+            const MODE: Mode = $mode;
+
+            fn pool(workers: usize) -> Pool {
+                Pool::new(MODE, PoolConfig::new().workers(workers)).expect("pool")
+            }
+
+            #[test]
+            fn submit_and_result() {
+                let p = pool(2);
+                assert_eq!(p.mode(), MODE);
+                assert_eq!(p.workers(), 2);
+                let f = p.submit(square, 12);
+                assert_eq!(f.result(), Ok(144));
+            }
+
+            #[test]
+            fn future_states_and_cancel_rules() {
+                let p = pool(1);
+                let a = p.submit(sleep_ms, 300);
+                let b = p.submit(sleep_ms, 1);
+                let c = p.submit(sleep_ms, 1);
+                assert!(eventually(T, || a.running()));
+                // c is behind at most one task handed ahead to the worker: still pending.
+                assert!(!c.running() && !c.done());
+                assert!(!a.cancel(), "a running task cannot be cancelled");
+                let calls = Arc::new(AtomicUsize::new(0));
+                let caller = std::thread::current().id();
+                let (c2, seen) = (calls.clone(), Arc::new(Mutex::new(None)));
+                let seen2 = seen.clone();
+                c.add_done_callback(move |r| {
+                    assert_eq!(r, &Err(TaskError::Cancelled));
+                    *seen2.lock().unwrap() = Some(std::thread::current().id());
+                    c2.fetch_add(1, Ordering::SeqCst);
+                });
+                assert!(c.cancel());
+                assert!(c.cancel(), "cancelling twice still reports cancelled");
+                assert!(c.done() && c.cancelled() && !c.running());
+                assert_eq!(calls.load(Ordering::SeqCst), 1);
+                assert_eq!(
+                    *seen.lock().unwrap(),
+                    Some(caller),
+                    "cancel runs callbacks in the cancelling thread"
+                );
+                assert_eq!(a.result(), Ok(300));
+                assert_eq!(b.result(), Ok(1));
+                assert_eq!(c.result(), Err(TaskError::Cancelled));
+                assert_eq!(calls.load(Ordering::SeqCst), 1);
+            }
+
+            #[test]
+            fn finished_cannot_be_cancelled() {
+                let p = pool(1);
+                let f = p.submit(square, 3);
+                assert!(f.wait(Some(T)));
+                assert!(!f.cancel());
+                assert!(!f.cancelled());
+                assert_eq!(f.result(), Ok(9));
+            }
+
+            #[test]
+            fn result_timeout_then_value() {
+                let p = pool(1);
+                let f = p.submit(sleep_ms, 200);
+                assert_eq!(
+                    f.result_timeout(Duration::from_millis(10)),
+                    Err(TaskError::WaitTimeout)
+                );
+                assert!(!f.done());
+                assert_eq!(f.result_timeout(T), Ok(200));
+                assert_eq!(f.result_timeout(T), Err(TaskError::ResultTaken));
+                assert!(!f.wait(Some(Duration::ZERO)) || f.done());
+            }
+
+            #[test]
+            fn callback_on_done_future_runs_immediately_in_caller() {
+                let p = pool(1);
+                let f = p.submit(square, 5);
+                assert!(f.wait(Some(T)));
+                let here = std::thread::current().id();
+                let ran = Arc::new(Mutex::new(None));
+                let r2 = ran.clone();
+                f.add_done_callback(move |r| {
+                    *r2.lock().unwrap() = Some((std::thread::current().id(), r.clone()));
+                });
+                let got = ran.lock().unwrap().clone();
+                assert_eq!(
+                    got,
+                    Some((here, Ok(25))),
+                    "ran before add_done_callback returned"
+                );
+                assert_eq!(f.result(), Ok(25));
+            }
+
+            #[test]
+            fn callbacks_in_order_in_completing_thread_panics_isolated() {
+                let p = pool(1);
+                let f = p.submit(sleep_ms, 100);
+                let log = Arc::new(Mutex::new(Vec::new()));
+                let here = std::thread::current().id();
+                for i in 0..4 {
+                    let log = log.clone();
+                    f.add_done_callback(move |r| {
+                        assert_eq!(r, &Ok(100));
+                        log.lock().unwrap().push((
+                            i,
+                            std::thread::current().id() != here,
+                            std::process::id(),
+                        ));
+                        if i == 1 {
+                            panic!("callback {i} panics on purpose");
+                        }
+                    });
+                }
+                assert_eq!(f.result(), Ok(100));
+                let log = log.lock().unwrap().clone();
+                assert_eq!(
+                    log.iter().map(|e| e.0).collect::<Vec<_>>(),
+                    vec![0, 1, 2, 3]
+                );
+                assert!(
+                    log.iter().all(|e| e.1),
+                    "callbacks run in the completing thread, not the caller"
+                );
+                assert!(
+                    log.iter().all(|e| e.2 == std::process::id()),
+                    "callbacks run in the parent process"
+                );
+                // The pool is undisturbed.
+                assert_eq!(p.submit(square, 4).result(), Ok(16));
+            }
+
+            #[test]
+            fn panic_fails_only_that_task() {
+                let p = pool(2);
+                let bad = p.submit(panics_on_odd, 3);
+                let good = p.submit(panics_on_odd, 4);
+                match bad.result() {
+                    Err(TaskError::Panicked { message }) => {
+                        assert!(message.contains("boom on 3"), "{message}")
+                    }
+                    other => panic!("expected Panicked, got {other:?}"),
+                }
+                assert_eq!(good.result(), Ok(4));
+                assert_eq!(p.submit(square, 2).result(), Ok(4));
+            }
+
+            #[test]
+            fn map_keeps_input_order_and_every_item_yields() {
+                let p = pool(3);
+                let inputs: Vec<(u64, u64)> = (0..12).map(|i| ((12 - i) * 5, i)).collect();
+                let out: Vec<_> = p.map(sleep_then, inputs).collect();
+                assert_eq!(out, (0..12).map(Ok).collect::<Vec<_>>());
+                let out: Vec<_> = p.map(panics_on_odd, 0..6u64).collect();
+                assert_eq!(out.len(), 6, "an error does not end the iteration");
+                for (i, r) in out.iter().enumerate() {
+                    if i % 2 == 1 {
+                        assert!(matches!(r, Err(TaskError::Panicked { .. })), "{i}: {r:?}");
+                    } else {
+                        assert_eq!(r, &Ok(i as u64));
+                    }
+                }
+            }
+
+            #[test]
+            fn map_chunksize_fails_only_the_failing_item() {
+                let p = pool(2);
+                let out: Vec<_> = p
+                    .map(panics_on_odd, vec![2u64, 3, 4, 6, 8, 10, 12])
+                    .chunksize(3)
+                    .collect();
+                assert_eq!(out[0], Ok(2));
+                assert!(matches!(out[1], Err(TaskError::Panicked { .. })));
+                assert_eq!(&out[2..], &[Ok(4), Ok(6), Ok(8), Ok(10), Ok(12)]);
+                let big: Vec<u64> = p
+                    .map(square, 0..1000u64)
+                    .chunksize(64)
+                    .map(|r| r.unwrap())
+                    .collect();
+                assert_eq!(big, (0..1000u64).map(|x| x * x).collect::<Vec<_>>());
+            }
+
+            #[test]
+            fn map_is_lazy_and_bounded() {
+                let p = pool(2);
+                // An endless input: only what is consumed (plus a bounded window) is run.
+                let first: Vec<u64> = p.map(square, 0u64..).take(20).map(|r| r.unwrap()).collect();
+                assert_eq!(first, (0..20u64).map(|x| x * x).collect::<Vec<_>>());
+            }
+
+            #[test]
+            fn map_timeout_is_one_deadline_from_the_call() {
+                let p = pool(1);
+                let t0 = Instant::now();
+                let out: Vec<_> = p
+                    .map(sleep_ms, vec![50u64, 50, 2000, 2000, 2000])
+                    .timeout(Duration::from_millis(400))
+                    .collect();
+                assert_eq!(&out[..2], &[Ok(50), Ok(50)]);
+                assert!(out.len() >= 3);
+                assert_eq!(out[2], Err(TaskError::WaitTimeout));
+                assert!(
+                    out[3..].iter().all(|r| matches!(
+                        r,
+                        Err(TaskError::WaitTimeout) | Err(TaskError::Cancelled)
+                    )),
+                    "{out:?}"
+                );
+                assert!(t0.elapsed() < Duration::from_secs(5));
+            }
+
+            #[test]
+            fn map_unordered_yields_each_index_once() {
+                let p = pool(3);
+                let inputs: Vec<(u64, u64)> = (0..9).map(|i| ((9 - i) * 10, i * 100)).collect();
+                let mut got: Vec<(usize, Result<u64, TaskError>)> =
+                    p.map_unordered(sleep_then, inputs).collect();
+                got.sort_by_key(|(i, _)| *i);
+                assert_eq!(
+                    got,
+                    (0..9).map(|i| (i, Ok(i as u64 * 100))).collect::<Vec<_>>()
+                );
+            }
+
+            #[test]
+            fn wait_variants_and_cancelled_is_done() {
+                let p = pool(1);
+                let fast = p.submit(sleep_ms, 10);
+                let slow = p.submit(sleep_ms, 400);
+                let queued = p.submit(sleep_ms, 400);
+                assert!(queued.cancel());
+                let fs = vec![fast, slow, queued];
+                let t0 = Instant::now();
+                let (done, pending) = wait(&fs, Some(T), ReturnWhen::FirstCompleted);
+                assert!(
+                    t0.elapsed() < Duration::from_secs(5),
+                    "an already-cancelled future satisfies FirstCompleted"
+                );
+                assert!(done.contains(&2), "cancelled counts as done: {done:?}");
+                assert!(pending.contains(&1));
+                assert!(fs[0].wait(Some(T)));
+                let (done, pending) = wait(
+                    &fs,
+                    Some(Duration::from_millis(10)),
+                    ReturnWhen::AllCompleted,
+                );
+                assert_eq!(
+                    (done.len(), pending.len()),
+                    (2, 1),
+                    "a timeout returns, never fails"
+                );
+                let (done, pending) = wait(&fs, Some(T), ReturnWhen::AllCompleted);
+                assert_eq!((done, pending), (vec![0, 1, 2], vec![]));
+            }
+
+            #[test]
+            fn wait_first_exception() {
+                let p = pool(2);
+                let fs = vec![p.submit(sleep_then, (400, 0)), p.submit(panics_on_odd, 1)];
+                let (done, pending) = wait(&fs, Some(T), ReturnWhen::FirstException);
+                assert_eq!((done, pending), (vec![1], vec![0]));
+                let ok = vec![p.submit(square, 1), p.submit(square, 2)];
+                let (done, _) = wait(&ok, Some(T), ReturnWhen::FirstException);
+                assert_eq!(done, vec![0, 1], "no exception: behaves as AllCompleted");
+            }
+
+            #[test]
+            fn as_completed_yields_everything_once() {
+                let p = pool(2);
+                let fs: Vec<_> = (0..6u64)
+                    .map(|i| p.submit(sleep_then, ((6 - i) * 15, i)))
+                    .collect();
+                fs[5].cancel();
+                let mut got: Vec<_> = as_completed(fs).collect();
+                got.sort_by_key(|(i, _)| *i);
+                assert_eq!(got.len(), 6);
+                for (i, r) in got {
+                    if i == 5 {
+                        assert!(r == Ok(5) || r == Err(TaskError::Cancelled));
+                    } else {
+                        assert_eq!(r, Ok(i as u64));
+                    }
+                }
+            }
+
+            #[test]
+            fn shutdown_wait_runs_queued_work() {
+                let p = pool(1);
+                let fs: Vec<_> = (0..5).map(|_| p.submit(sleep_ms, 20)).collect();
+                p.shutdown(true, false);
+                assert!(fs.iter().all(|f| f.done()));
+                assert!(fs.into_iter().all(|f| f.result() == Ok(20)));
+                p.shutdown(true, false); // idempotent
+                assert_eq!(p.submit(square, 2).result(), Err(TaskError::Shutdown));
+            }
+
+            #[test]
+            fn shutdown_cancel_pending() {
+                let p = pool(1);
+                let running = p.submit(sleep_ms, 200);
+                assert!(eventually(T, || running.running()));
+                let queued: Vec<_> = (0..5).map(|_| p.submit(sleep_ms, 200)).collect();
+                p.shutdown(true, true);
+                assert_eq!(running.result(), Ok(200));
+                // At most one task may have been handed to the worker ahead of the running one.
+                let cancelled = queued.iter().filter(|f| f.cancelled()).count();
+                assert!(cancelled >= 4, "{cancelled} of 5 cancelled");
+                assert!(queued.iter().all(|f| f.done()));
+                let (done, pending) = wait(&queued, Some(Duration::ZERO), ReturnWhen::AllCompleted);
+                assert_eq!((done.len(), pending.len()), (5, 0));
+            }
+
+            #[test]
+            fn shutdown_nowait_returns_and_work_still_runs() {
+                let p = pool(1);
+                let fs: Vec<_> = (0..3).map(|_| p.submit(sleep_ms, 50)).collect();
+                let t0 = Instant::now();
+                p.shutdown(false, false);
+                assert!(t0.elapsed() < Duration::from_millis(100));
+                assert_eq!(p.submit(square, 2).result(), Err(TaskError::Shutdown));
+                for f in fs {
+                    assert_eq!(f.result_timeout(T), Ok(50));
+                }
+                assert!(p.shutdown_timeout(false, T));
+            }
+
+            #[test]
+            fn initializer_runs_in_every_worker() {
+                let p = Pool::new(
+                    MODE,
+                    PoolConfig::new().workers(2).initializer(init_set, 4242),
+                )
+                .unwrap();
+                let out: Vec<_> = p.map(read_init, vec![(); 6]).collect();
+                assert!(out.iter().all(|r| r == &Ok(4242)), "{out:?}");
+            }
+
+            #[test]
+            fn failing_initializer_fails_tasks_without_respawn_loop() {
+                let p = Pool::new(
+                    MODE,
+                    PoolConfig::new().workers(2).initializer(init_panics, 0),
+                )
+                .unwrap();
+                let fs: Vec<_> = (0..4).map(|i| p.submit(square, i)).collect();
+                for f in fs {
+                    match f.result_timeout(T) {
+                        Err(TaskError::Initializer(msg)) => {
+                            assert!(msg.contains("initializer exploded"), "{msg}")
+                        }
+                        Err(TaskError::Broken(msg)) => {
+                            assert!(msg.contains("initializer"), "{msg}")
+                        }
+                        other => panic!("expected Initializer, got {other:?}"),
+                    }
+                }
+                assert!(p.shutdown_timeout(true, T));
+            }
+
+            #[test]
+            fn max_tasks_per_child_recycles_without_deadlock() {
+                let p = Pool::new(
+                    MODE,
+                    PoolConfig::new().workers(2).max_tasks_per_child(Some(1)),
+                )
+                .unwrap();
+                let fs: Vec<_> = (0..10).map(|_| p.submit(whoami, ())).collect();
+                let ids: Vec<_> = fs
+                    .into_iter()
+                    .map(|f| f.result_timeout(T).expect("all 10 finish"))
+                    .collect();
+                let mut uniq = ids.clone();
+                uniq.sort();
+                uniq.dedup();
+                assert_eq!(uniq.len(), 10, "each task ran on a fresh worker: {ids:?}");
+            }
+
+            #[test]
+            fn task_timeout_stops_the_task_and_pool_goes_on() {
+                let p = Pool::new(
+                    MODE,
+                    PoolConfig::new()
+                        .workers(1)
+                        .task_timeout(Some(Duration::from_millis(150))),
+                )
+                .unwrap();
+                let stuck = p.submit(spin_forever, ());
+                let after = p.submit(square, 9);
+                assert_eq!(
+                    stuck.result_timeout(T),
+                    Err(TaskError::TimedOut {
+                        after: Duration::from_millis(150)
+                    })
+                );
+                assert_eq!(after.result_timeout(T), Ok(81));
+                assert!(p.shutdown_timeout(false, T));
+            }
+
+            #[test]
+            fn daemon_drop_cancels_queue_and_returns() {
+                let p = Pool::new(MODE, PoolConfig::new().workers(1).daemon(true)).unwrap();
+                let running = p.submit(spin_ms, 1500);
+                assert!(eventually(T, || running.running()));
+                let queued: Vec<_> = (0..4).map(|_| p.submit(square, 3)).collect();
+                let t0 = Instant::now();
+                drop(p);
+                assert!(
+                    t0.elapsed() < Duration::from_millis(1000),
+                    "daemon drop does not wait"
+                );
+                assert!(
+                    queued
+                        .iter()
+                        .filter(|f| f.wait(Some(T)) && f.cancelled())
+                        .count()
+                        >= 3
+                );
+                // The running task is stopped (thread mode: at its next checkpoint; process
+                // mode: its worker is killed) and its future completes with an error.
+                assert!(running.wait(Some(T)));
+                assert!(running.result().is_err());
+            }
+
+            #[test]
+            fn non_daemon_drop_waits_for_everything() {
+                let p = Pool::new(MODE, PoolConfig::new().workers(1).daemon(false)).unwrap();
+                let fs: Vec<_> = (0..4).map(|_| p.submit(sleep_ms, 30)).collect();
+                drop(p);
+                assert!(fs.iter().all(|f| f.done()));
+                assert!(fs.into_iter().all(|f| f.result() == Ok(30)));
+            }
+
+            #[test]
+            fn invalid_config_is_an_error() {
+                match Pool::new(MODE, PoolConfig::new().workers(0)) {
+                    Err(PoolError::InvalidConfig(msg)) => assert!(msg.contains("workers(0)")),
+                    other => panic!("expected InvalidConfig, got {other:?}"),
+                }
+                assert!(matches!(
+                    Pool::new(MODE, PoolConfig::new().max_tasks_per_child(Some(0))),
+                    Err(PoolError::InvalidConfig(_))
+                ));
+            }
+
+            #[test]
+            fn many_submitting_threads() {
+                let p = Arc::new(pool(2));
+                let hs: Vec<_> = (0..4u64)
+                    .map(|t| {
+                        let p = p.clone();
+                        std::thread::spawn(move || {
+                            let fs: Vec<_> = (0..200u64)
+                                .map(|i| p.submit(square, t * 1000 + i))
+                                .collect();
+                            fs.into_iter()
+                                .enumerate()
+                                .all(|(i, f)| f.result() == Ok((t * 1000 + i as u64).pow(2)))
+                        })
+                    })
+                    .collect();
+                assert!(hs.into_iter().all(|h| h.join().unwrap()));
+            }
+
+            #[test]
+            fn pool_is_send_sync_and_future_is_send() {
+                fn assert_send_sync<T: Send + Sync>() {}
+                fn assert_send<T: Send>() {}
+                assert_send_sync::<Pool>();
+                assert_send::<poolrun::TaskFuture<String>>();
+            }
+        }
+    };
+}
+
+conformance!(thread, Mode::Thread);
+conformance!(process, Mode::Process);
