@@ -1,0 +1,330 @@
+//! The run loop: feed inputs to the pool through a bounded window, print results (in input
+//! order, or as they complete with `--unordered`), and handle signals.
+//!
+//! Tasks are submitted one by one (`submit` + `add_done_callback`, which sends the task's
+//! index to this loop) with at most [`window`] of them submitted and not yet printed. The
+//! loop waits on three channels at once — completions, stdin lines, signals — so it never
+//! blocks where a Ctrl-C could not reach it (not even inside a long task or a stdin read),
+//! and an endless stdin runs in bounded memory.
+
+use std::collections::HashMap;
+use std::time::Duration;
+
+use crossbeam_channel::{never, select, unbounded, Receiver};
+use poolrun::{Executor, Pool, TaskError, TaskFuture};
+
+use crate::exec;
+use crate::input::{spawn_stdin_reader, StdinItem};
+use crate::output::{format_line, print_line, Outcome, Progress};
+use crate::plan::{InputSpec, RunPlan};
+use crate::registry::{run_one, Req, TaskOutput, Worker};
+use crate::signals::{self, SignalWatch};
+
+/// Exit status when stdout is closed (as a shell reports a SIGPIPE death).
+pub const EXIT_BROKEN_PIPE: i32 = 141;
+
+/// How many tasks may be submitted and not yet printed.
+pub(crate) fn window(workers: usize) -> usize {
+    workers.saturating_mul(2).saturating_add(2)
+}
+
+/// How long the pool may take to stop (kill and reap its workers) before `poolrun` exits
+/// anyway.
+const STOP_BOUND: Duration = Duration::from_secs(5);
+
+struct Slot {
+    input: String,
+    fut: TaskFuture<TaskOutput>,
+    done: bool,
+}
+
+enum Inputs {
+    Args(std::vec::IntoIter<String>),
+    Stdin(Receiver<StdinItem>),
+    Done,
+}
+
+enum End {
+    Finished,
+    Signal(i32),
+    BrokenPipe,
+}
+
+#[derive(Default)]
+struct Counts {
+    submitted: u64,
+    ok: u64,
+    failed: u64,
+}
+
+fn to_outcome(index: usize, input: String, r: Result<TaskOutput, TaskError>) -> Outcome {
+    match r {
+        Ok(out) => Outcome {
+            index,
+            input,
+            result: out.result,
+            worker: Some(out.worker),
+            ms: Some(out.ms),
+        },
+        Err(e) => {
+            let worker = match &e {
+                TaskError::WorkerDied { pid, .. } => Some(Worker::Pid(*pid)),
+                _ => None,
+            };
+            Outcome {
+                index,
+                input,
+                result: Err(e.to_string()),
+                worker,
+                ms: None,
+            }
+        }
+    }
+}
+
+/// Drop the pool (daemon: cancels queued work, kills and reaps process workers) on a helper
+/// thread, waiting at most `bound`. False if it did not finish in time.
+fn stop_pool(pool: Pool, bound: Duration) -> bool {
+    let (tx, rx) = crossbeam_channel::bounded(1);
+    let spawned = std::thread::Builder::new()
+        .name("poolrun-stop".into())
+        .spawn(move || {
+            pool.shutdown(false, true);
+            drop(pool);
+            let _ = tx.send(());
+        });
+    match spawned {
+        Ok(_) => rx.recv_timeout(bound).is_ok(),
+        Err(_) => false,
+    }
+}
+
+/// Run the plan; returns the exit status.
+pub(crate) fn run(plan: RunPlan) -> i32 {
+    for w in &plan.warnings {
+        eprintln!("poolrun: warning: {w}");
+    }
+    let pool = match Pool::new(plan.mode, plan.config.clone()) {
+        Ok(p) => p,
+        Err(e) => {
+            eprintln!("poolrun: cannot start the {} pool: {e}", plan.mode);
+            return 2;
+        }
+    };
+    let win = window(pool.workers());
+    let signals = match SignalWatch::start(exec::kill_all_running) {
+        Ok(s) => Some(s),
+        Err(e) => {
+            eprintln!("poolrun: warning: cannot watch for Ctrl-C: {e}");
+            None
+        }
+    };
+    let no_signal = never();
+    let sig_rx = signals.as_ref().map_or(&no_signal, |s| s.receiver());
+
+    let (total, mut inputs) = match &plan.inputs {
+        InputSpec::Args(a) => (Some(a.len() as u64), Inputs::Args(a.clone().into_iter())),
+        InputSpec::Stdin => match spawn_stdin_reader(win) {
+            Ok(rx) => (None, Inputs::Stdin(rx)),
+            Err(e) => {
+                eprintln!("poolrun: {e}");
+                stop_pool(pool, STOP_BOUND);
+                return 2;
+            }
+        },
+    };
+    let progress = Progress::new(plan.progress, total);
+
+    let (done_tx, done_rx) = unbounded::<usize>();
+    let mut slots: HashMap<usize, Slot> = HashMap::new();
+    let mut next_print = 0usize;
+    let mut counts = Counts::default();
+    let mut stdin_error: Option<String> = None;
+
+    let submit = |slots: &mut HashMap<usize, Slot>,
+                  counts: &mut Counts,
+                  input: String,
+                  bad: Option<String>| {
+        let index = counts.submitted as usize;
+        let req = Req {
+            task: plan.task,
+            param: plan.param.clone(),
+            input: input.clone(),
+            bad_input: bad,
+        };
+        let fut = pool.submit(run_one, req);
+        let tx = done_tx.clone();
+        fut.add_done_callback(move |_| {
+            let _ = tx.send(index);
+        });
+        slots.insert(
+            index,
+            Slot {
+                input,
+                fut,
+                done: false,
+            },
+        );
+        counts.submitted += 1;
+    };
+
+    // Print every finished slot that may be printed now.
+    let emit = |slots: &mut HashMap<usize, Slot>,
+                counts: &mut Counts,
+                next_print: &mut usize,
+                finished: &[usize]|
+     -> Result<(), ()> {
+        let mut ready: Vec<usize> = Vec::new();
+        if plan.unordered {
+            ready.extend_from_slice(finished);
+        } else {
+            while slots.get(next_print).is_some_and(|s| s.done) {
+                ready.push(*next_print);
+                *next_print += 1;
+            }
+        }
+        for i in ready {
+            let Some(slot) = slots.remove(&i) else { continue };
+            let outcome = to_outcome(i, slot.input, slot.fut.result());
+            if outcome.result.is_ok() {
+                counts.ok += 1;
+            } else {
+                counts.failed += 1;
+            }
+            progress.finished_one(counts.failed);
+            let line = format_line(&outcome, plan.format);
+            if progress.suspend(|| print_line(&line)).is_err() {
+                return Err(());
+            }
+        }
+        Ok(())
+    };
+
+    let end = 'run: loop {
+        // Fill the window from the command-line arguments.
+        while slots.len() < win {
+            let Inputs::Args(it) = &mut inputs else { break };
+            match it.next() {
+                Some(a) => submit(&mut slots, &mut counts, a, None),
+                None => inputs = Inputs::Done,
+            }
+        }
+        if matches!(inputs, Inputs::Done) && slots.is_empty() {
+            break End::Finished;
+        }
+        let no_input = never();
+        let in_rx = match &inputs {
+            Inputs::Stdin(rx) if slots.len() < win => rx,
+            _ => &no_input,
+        };
+        let mut finished = Vec::new();
+        select! {
+            recv(done_rx) -> m => {
+                if let Ok(i) = m {
+                    finished.push(i);
+                }
+                while let Ok(i) = done_rx.try_recv() {
+                    finished.push(i);
+                }
+            }
+            recv(sig_rx) -> m => {
+                if let Ok(sig) = m {
+                    break 'run End::Signal(sig);
+                }
+            }
+            recv(in_rx) -> m => match m {
+                Ok(StdinItem::Line { input, bad }) => {
+                    submit(&mut slots, &mut counts, input, bad);
+                    progress.add_total();
+                }
+                Ok(StdinItem::Error(e)) => {
+                    stdin_error = Some(e);
+                    inputs = Inputs::Done;
+                }
+                Err(_) => inputs = Inputs::Done,
+            },
+            default(Duration::from_millis(500)) => {}
+        }
+        for &i in &finished {
+            if let Some(s) = slots.get_mut(&i) {
+                s.done = true;
+            }
+        }
+        if emit(&mut slots, &mut counts, &mut next_print, &finished).is_err() {
+            break End::BrokenPipe;
+        }
+    };
+    progress.clear();
+    drop(done_tx);
+
+    match end {
+        End::Finished => {
+            drop(signals);
+            let stopped = stop_pool(pool, STOP_BOUND);
+            if !stopped {
+                eprintln!("poolrun: warning: the pool took more than {STOP_BOUND:?} to stop");
+            }
+            if let Some(e) = stdin_error {
+                eprintln!("poolrun: {e}");
+                return 2;
+            }
+            if counts.failed > 0 {
+                eprintln!(
+                    "poolrun: {} of {} tasks failed",
+                    counts.failed, counts.submitted
+                );
+                return 1;
+            }
+            0
+        }
+        End::BrokenPipe => {
+            for s in slots.values() {
+                s.fut.cancel();
+            }
+            drop(slots);
+            exec::kill_all_running();
+            stop_pool(pool, STOP_BOUND);
+            drop(signals);
+            EXIT_BROKEN_PIPE
+        }
+        End::Signal(sig) => {
+            let mut cancelled = 0u64;
+            let mut running = 0u64;
+            let mut unprinted = 0u64;
+            for s in slots.values() {
+                if s.done || s.fut.done() {
+                    unprinted += 1;
+                } else if s.fut.cancel() {
+                    cancelled += 1;
+                } else {
+                    running += 1;
+                }
+            }
+            drop(slots);
+            exec::kill_all_running();
+            let stopped = stop_pool(pool, STOP_BOUND);
+            let finished = counts.ok + counts.failed + unprinted;
+            let mut msg = format!(
+                "poolrun: interrupted by {}: {finished} task(s) finished ({} ok, {} failed",
+                signals::name(sig),
+                counts.ok,
+                counts.failed
+            );
+            if unprinted > 0 {
+                msg.push_str(&format!(", {unprinted} not printed to keep the order"));
+            }
+            msg.push_str(&format!(
+                "), {running} running stopped, {cancelled} queued cancelled"
+            ));
+            if !matches!(inputs, Inputs::Done) {
+                msg.push_str(", remaining input not read");
+            }
+            eprintln!("{msg}");
+            if !stopped {
+                eprintln!("poolrun: warning: the pool took more than {STOP_BOUND:?} to stop");
+            }
+            drop(signals);
+            128 + sig
+        }
+    }
+}
