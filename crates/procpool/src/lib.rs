@@ -1,26 +1,28 @@
-//! poolrun's process pool (in progress).
-#![forbid(unsafe_code)]
-use std::time::Duration;
-use poolrun_core::*;
+//! poolrun's process pool: forked worker processes behind the same
+//! [`Executor`](poolrun_core::Executor) API as the thread pool.
+//!
+//! - Tasks travel as a plain `fn` pointer (valid in a forked child of the same image) plus a
+//!   postcard-encoded argument over `ipc-channel`; results come back the same way and
+//!   complete the futures in a parent thread.
+//! - Crash isolation: a worker that dies fails only the task it was running
+//!   ([`TaskError::WorkerDied`](poolrun_core::TaskError::WorkerDied)); the pool reaps it by
+//!   pid and forks a replacement. A respawn storm is stopped by a restart-intensity limit.
+//! - No zombies, no orphans: every worker is reaped by its owner (never `waitpid(-1)`),
+//!   and dies with the parent, even on SIGKILL (`PR_SET_PDEATHSIG` from a long-lived
+//!   spawner thread plus a lifeline pipe).
+//!
+//! The fork protocol, the fork-safety rules and what happens on each kind of death are in
+//! this crate's `README.md`.
 
-/// A pool of forked worker processes.
-#[derive(Debug)]
-pub struct ProcessPool { workers: usize }
+#![warn(missing_docs)]
+#![deny(unsafe_code)]
 
-impl ProcessPool {
-    /// Build a pool.
-    pub fn new(cfg: PoolConfig) -> Result<ProcessPool, PoolError> {
-        cfg.validate()?;
-        Err(PoolError::Unsupported("process pool: not yet available".into()))
-    }
-}
+mod pool;
+mod queue;
+mod slot;
+mod spawn;
+mod sys;
+mod transport;
+mod worker;
 
-impl Executor for ProcessPool {
-    fn submit<A: Payload, R: Payload>(&self, _f: fn(A) -> R, _arg: A) -> TaskFuture<R> { TaskFuture::ready(Err(TaskError::Shutdown)) }
-    fn map<A, R, I>(&self, _f: fn(A) -> R, _args: I) -> MapIter<R> where A: Payload, R: Payload, I: IntoIterator<Item = A>, I::IntoIter: Send + 'static { unimplemented!() }
-    fn map_unordered<A, R, I>(&self, _f: fn(A) -> R, _args: I) -> MapUnordered<R> where A: Payload, R: Payload, I: IntoIterator<Item = A>, I::IntoIter: Send + 'static { unimplemented!() }
-    fn shutdown(&self, _wait: bool, _cancel_pending: bool) {}
-    fn shutdown_timeout(&self, _c: bool, _t: Duration) -> bool { true }
-    fn workers(&self) -> usize { self.workers }
-    fn mode(&self) -> Mode { Mode::Process }
-}
+pub use pool::ProcessPool;

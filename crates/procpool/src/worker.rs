@@ -1,0 +1,95 @@
+//! The worker process's loop (runs in the forked child only).
+//!
+//! 1. Bind the thread to its own GIL (`GilMode::On`) through `gil::WorkerBinding`.
+//! 2. Run the initializer; report `Ready` or `InitFailed(message)` (and exit).
+//! 3. Receive jobs; for each item: publish "item `id` runs since `t`" in the status page,
+//!    run it through its trampoline, clear the page. Results are sent per job, and sooner
+//!    when a job runs long ([`FLUSH_EVERY`]), so a crash loses at most that much finished
+//!    work (which the parent re-queues) and a long chunk streams its results.
+//! 4. After `max_tasks` items, flush and exit 0 (the parent replaces it); on `Exit`, or when
+//!    the parent is gone, exit 0.
+
+use std::sync::atomic::AtomicBool;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use ipc_channel::ipc::{IpcBytesReceiver, IpcSender};
+
+use poolrun_core::gil::{Gil, WorkerBinding};
+use poolrun_core::GilMode;
+
+use crate::spawn::WorkerSetup;
+use crate::sys::StatusPage;
+use crate::transport::{self, FromWorker, ToWorker};
+
+/// Send finished results at least this often while a job runs.
+pub(crate) const FLUSH_EVERY: Duration = Duration::from_millis(1);
+
+/// Run the worker; returns the exit code.
+pub(crate) fn main_loop(
+    setup: &WorkerSetup,
+    rx: &IpcBytesReceiver,
+    tx: &IpcSender<FromWorker>,
+    status: &StatusPage,
+) -> i32 {
+    let gil = match setup.gil {
+        GilMode::On { switch_interval } => Some(Gil::new(switch_interval)),
+        GilMode::Off => None,
+    };
+    let binding = WorkerBinding::new(gil, Arc::new(AtomicBool::new(false)));
+    if let Some(init) = &setup.initializer {
+        if let Err(msg) = binding.run_task(|| init.run()) {
+            let _ = tx.send(FromWorker::InitFailed(msg));
+            return 0;
+        }
+    }
+    if tx.send(FromWorker::Ready).is_err() {
+        return 0;
+    }
+    let mut done: usize = 0;
+    loop {
+        let bytes = match rx.recv() {
+            Ok(b) => b,
+            Err(_) => return 0, // the parent is gone
+        };
+        let msg: ToWorker<'_> = match postcard::from_bytes(&bytes) {
+            Ok(m) => m,
+            Err(e) => {
+                eprintln!("poolrun worker {}: undecodable message from the pool: {e}", std::process::id());
+                return 2;
+            }
+        };
+        let (trampoline, func, items) = match msg {
+            ToWorker::Exit => return 0,
+            ToWorker::Job {
+                trampoline,
+                func,
+                items,
+            } => (trampoline, func, items),
+        };
+        // SAFETY: invariant T1 (transport.rs): the address was made by `task_addrs` in the
+        // parent this process was forked from, and arrived over the pool's private channel.
+        #[allow(unsafe_code)]
+        let call = unsafe { transport::trampoline_at(trampoline) };
+        let mut out = Vec::with_capacity(items.len());
+        let mut last_flush = Instant::now();
+        let n = items.len();
+        for (k, item) in items.into_iter().enumerate() {
+            status.begin(item.id);
+            let outcome = binding.run_task(|| call(func, item.arg));
+            status.end();
+            out.push((item.id, outcome));
+            done += 1;
+            let quota_hit = setup.max_tasks.is_some_and(|m| done >= m);
+            if k + 1 == n || quota_hit || last_flush.elapsed() >= FLUSH_EVERY {
+                if tx.send(FromWorker::Results(std::mem::take(&mut out))).is_err() {
+                    return 0;
+                }
+                last_flush = Instant::now();
+            }
+            if quota_hit {
+                return 0;
+            }
+        }
+    }
+}
