@@ -15,6 +15,7 @@ use crate::demo::DemoArgs;
     about = "Run one task per argument (or stdin line) on a process pool or a thread pool",
     long_about = None,
     args_conflicts_with_subcommands = true,
+    args_override_self = true,
     allow_negative_numbers = true,
     after_help = "With no ARG, or ARG `-`, one task per stdin line (empty lines are skipped).\n\
                   Run `poolrun tasks` to list the tasks.\n\n\

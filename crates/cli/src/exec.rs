@@ -6,12 +6,13 @@
 //!   a task printing 100 MB cannot exhaust memory); stderr is captured the same way (first
 //!   [`STDERR_CAP`] bytes) and its last line explains a failure.
 //! - A non-zero exit or a death by signal fails the task; 127 is "command not found".
-//! - The child runs in its own process group, with `PR_SET_PDEATHSIG(SIGKILL)` tied to the
-//!   thread that spawned it. The task waits inside `allow_threads`, polling `try_wait` with a
-//!   `checkpoint()` between polls, so a thread-mode `--timeout` can stop it; a drop guard kills
-//!   the whole process group (and reaps the child) if the task is stopped or unwinds. When the
-//!   command exits, whatever it left running in its group (`cmd &`) is killed too: a task ends
-//!   when its command ends and leaves nothing behind.
+//! - The command runs in a process group of its own, led by a tiny guard process (see
+//!   [`Group`]) that kills the whole group if this process dies, even by SIGKILL; the command
+//!   itself also has `PR_SET_PDEATHSIG(SIGKILL)`. The task waits inside `allow_threads`,
+//!   polling `try_wait` with a `checkpoint()` between polls, so a thread-mode `--timeout` can
+//!   stop it; a drop guard kills the group (and reaps) if the task is stopped or unwinds.
+//!   When the command exits, whatever it left running in its group (`cmd &`) is killed too:
+//!   a task ends when its command ends and leaves nothing behind.
 
 use std::io::Read;
 use std::os::unix::process::{CommandExt, ExitStatusExt};
@@ -38,7 +39,10 @@ static LIVE_GROUPS: Mutex<Vec<i32>> = Mutex::new(Vec::new());
 /// Kill every command still running from this process (by process group). Used on Ctrl-C /
 /// SIGTERM in thread mode; process-mode commands die with their worker.
 pub(crate) fn kill_all_running() {
-    let groups = LIVE_GROUPS.lock().unwrap_or_else(|p| p.into_inner()).clone();
+    let groups = LIVE_GROUPS
+        .lock()
+        .unwrap_or_else(|p| p.into_inner())
+        .clone();
     for g in groups {
         let _ = killpg(Pid::from_raw(g), Signal::SIGKILL);
     }
@@ -59,27 +63,48 @@ pub(crate) fn shell_quote(s: &str) -> String {
     q
 }
 
-/// Owns a running command: on drop (normal end, error, or unwinding from a stopped task)
-/// kills its process group and reaps it.
-struct Running {
-    child: Child,
+/// A process group holding one command and its guard. On drop (normal end, error, or
+/// unwinding from a stopped task) kills the whole group and reaps what it spawned.
+///
+/// The guard is `sh -c 'read _; kill -9 0'`, the group's leader, reading a lifeline pipe
+/// whose only write end this process holds (close-on-exec). If this process dies — even by
+/// SIGKILL, even in the middle of a task — the pipe reaches EOF and the guard kills the
+/// group: the command *and everything it started* (a shell that forks `sleep` instead of
+/// exec'ing it leaves a grandchild that `PR_SET_PDEATHSIG` alone would not reach).
+struct Group {
+    guard: Child,
+    /// Write end of the guard's lifeline; closing it (our death) fires the guard.
+    _lifeline: std::os::fd::OwnedFd,
     pgid: i32,
-    reaped: bool,
+    child: Option<Child>,
 }
 
-impl Running {
-    fn new(child: Child) -> Self {
-        // The child called setpgid(0, 0) (`process_group(0)`), so its pgid is its pid.
-        let pgid = i32::try_from(child.id()).unwrap_or(i32::MAX);
+impl Group {
+    /// Start the guard; its pid becomes the group id for the command.
+    fn start() -> Result<Group, String> {
+        let (r, w) = nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC)
+            .map_err(|e| format!("cannot create a pipe: {e}"))?;
+        let mut guard = Command::new("/bin/sh");
+        guard
+            .arg("-c")
+            .arg("read _; kill -9 0")
+            .stdin(Stdio::from(r))
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .process_group(0);
+        let guard = allow_threads(|| guard.spawn())
+            .map_err(|e| format!("cannot run /bin/sh: {}", io_reason(&e)))?;
+        let pgid = i32::try_from(guard.id()).unwrap_or(i32::MAX);
         LIVE_GROUPS
             .lock()
             .unwrap_or_else(|p| p.into_inner())
             .push(pgid);
-        Running {
-            child,
+        Ok(Group {
+            guard,
+            _lifeline: w,
             pgid,
-            reaped: false,
-        }
+            child: None,
+        })
     }
 
     fn kill_group(&self) {
@@ -87,13 +112,15 @@ impl Running {
     }
 }
 
-impl Drop for Running {
+impl Drop for Group {
     fn drop(&mut self) {
-        if !self.reaped {
-            self.kill_group();
-            let _ = self.child.kill();
-            let _ = self.child.wait();
+        self.kill_group();
+        if let Some(c) = self.child.as_mut() {
+            let _ = c.kill();
+            let _ = c.wait();
         }
+        let _ = self.guard.kill();
+        let _ = self.guard.wait();
         let mut live = LIVE_GROUPS.lock().unwrap_or_else(|p| p.into_inner());
         if let Some(i) = live.iter().position(|g| *g == self.pgid) {
             live.swap_remove(i);
@@ -144,6 +171,7 @@ pub(crate) fn exec(cmd: &str, arg: &str) -> Result<String, String> {
         return Err(format!("ARG {} contains a NUL byte", show(arg)));
     }
     let script = cmd.replace("{}", &shell_quote(arg));
+    let mut group = Group::start()?;
     let parent = std::process::id();
     let mut command = Command::new("/bin/sh");
     command
@@ -154,14 +182,14 @@ pub(crate) fn exec(cmd: &str, arg: &str) -> Result<String, String> {
         .stdin(Stdio::null())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
-        .process_group(0);
+        .process_group(group.pgid);
     // SAFETY: the closure runs in the forked child between fork and exec, where only
     // async-signal-safe calls are allowed; it makes exactly two raw syscalls (prctl, getppid)
     // and allocates nothing. It only affects the child.
     unsafe {
         command.pre_exec(move || {
             // Die with the thread that spawned us (a worker thread, or a worker process's
-            // task thread), so a SIGKILLed poolrun or worker leaves no command behind.
+            // task thread); the guard takes care of what we start.
             if libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL as libc::c_ulong) != 0 {
                 return Err(std::io::Error::last_os_error());
             }
@@ -176,7 +204,7 @@ pub(crate) fn exec(cmd: &str, arg: &str) -> Result<String, String> {
         .map_err(|e| format!("cannot run /bin/sh: {}", io_reason(&e)))?;
     let stdout = child.stdout.take();
     let stderr = child.stderr.take();
-    let mut running = Running::new(child);
+    group.child = Some(child);
     let (Some(stdout), Some(stderr)) = (stdout, stderr) else {
         return Err("internal error: the command's pipes are missing".into());
     };
@@ -186,7 +214,10 @@ pub(crate) fn exec(cmd: &str, arg: &str) -> Result<String, String> {
     // Poll for exit: 0.5 ms at first (short commands return fast), backing off to 20 ms.
     let mut pause = Duration::from_micros(500);
     let status = loop {
-        let polled = allow_threads(|| match running.child.try_wait() {
+        let Some(child) = group.child.as_mut() else {
+            return Err("internal error: the command is missing".into());
+        };
+        let polled = allow_threads(|| match child.try_wait() {
             Ok(Some(st)) => Some(Ok(st)),
             Ok(None) => {
                 std::thread::sleep(pause);
@@ -203,10 +234,10 @@ pub(crate) fn exec(cmd: &str, arg: &str) -> Result<String, String> {
             }
         }
     };
-    running.reaped = true;
-    // Kill whatever the command left running in its group, so the pipes close.
-    running.kill_group();
-    drop(running);
+    group.child = None; // reaped by try_wait
+                        // Kill whatever the command left running in its group (and the guard), so the pipes
+                        // close and nothing outlives the task.
+    drop(group);
 
     let collect = |rx: mpsc::Receiver<Captured>| {
         allow_threads(|| rx.recv_timeout(Duration::from_secs(2))).unwrap_or(Captured {

@@ -22,10 +22,7 @@ pub const MAX_LINE: usize = 1 << 20;
 #[derive(Debug)]
 pub(crate) enum StdinItem {
     /// A line (1-based number), possibly unusable (`bad` says why).
-    Line {
-        input: String,
-        bad: Option<String>,
-    },
+    Line { input: String, bad: Option<String> },
     /// Reading failed; nothing more will come.
     Error(String),
 }
@@ -162,7 +159,11 @@ mod tests {
         let v = collect(&data);
         assert_eq!(v.len(), 4);
         assert_eq!(v[0], ("ok".to_string(), None));
-        assert!(v[1].1.as_deref().unwrap_or("").contains("line 2 is not valid UTF-8"));
+        assert!(v[1]
+            .1
+            .as_deref()
+            .unwrap_or("")
+            .contains("line 2 is not valid UTF-8"));
         assert!(v[2].1.as_deref().unwrap_or("").contains("longer than"));
         assert!(v[2].0.len() < 100);
         assert_eq!(v[3], ("last".to_string(), None));

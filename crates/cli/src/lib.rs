@@ -125,11 +125,7 @@ fn clap_error(e: clap::Error) -> i32 {
 }
 
 fn list_tasks(registry: &Registry) {
-    let width = registry
-        .tasks()
-        .map(|t| t.usage().len())
-        .max()
-        .unwrap_or(0);
+    let width = registry.tasks().map(|t| t.usage().len()).max().unwrap_or(0);
     let mut out = String::new();
     for t in registry.tasks() {
         out.push_str(&format!("{:width$}  {}\n", t.usage(), t.description()));

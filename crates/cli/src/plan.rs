@@ -212,16 +212,31 @@ mod tests {
         let r = p(&["exec", "echo {}", "-"]).unwrap();
         assert_eq!(r.param.as_deref(), Some("echo {}"));
         assert_eq!(r.inputs, InputSpec::Stdin);
-        let r = p(&["--gil", "on", "--switch-interval", "0.5", "--timeout", "1.5", "spin", "1"])
-            .unwrap();
+        let r = p(&[
+            "--gil",
+            "on",
+            "--switch-interval",
+            "0.5",
+            "--timeout",
+            "1.5",
+            "spin",
+            "1",
+        ])
+        .unwrap();
         assert_eq!(
             r.config.get_gil(),
             GilMode::On {
                 switch_interval: Duration::from_micros(500)
             }
         );
-        assert_eq!(r.config.get_task_timeout(), Some(Duration::from_millis(1500)));
-        assert_eq!(p(&["primes", "-5"]).unwrap().inputs, InputSpec::Args(vec!["-5".into()]));
+        assert_eq!(
+            r.config.get_task_timeout(),
+            Some(Duration::from_millis(1500))
+        );
+        assert_eq!(
+            p(&["primes", "-5"]).unwrap().inputs,
+            InputSpec::Args(vec!["-5".into()])
+        );
     }
 
     #[test]
@@ -236,7 +251,10 @@ mod tests {
             (&["--timeout", "0", "sleep", "1"], "--timeout"),
             (&["--timeout", "-1", "sleep", "1"], "--timeout"),
             (&["--timeout", "inf", "sleep", "1"], "--timeout"),
-            (&["--gil", "on", "--switch-interval", "0", "spin", "1"], "--switch-interval"),
+            (
+                &["--gil", "on", "--switch-interval", "0", "spin", "1"],
+                "--switch-interval",
+            ),
             (&["primes", "1", "-", "2"], "only ARG"),
         ] {
             let e = p(argv).unwrap_err();

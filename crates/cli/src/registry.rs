@@ -355,15 +355,19 @@ pub(crate) fn run_one(req: Req) -> TaskOutput {
         None => match current() {
             None => Err("internal error: no task registry in this worker".to_string()),
             Some(reg) => match reg.by_index(req.task) {
-                None => Err(format!("internal error: no task #{} in the registry", req.task)),
+                None => Err(format!(
+                    "internal error: no task #{} in the registry",
+                    req.task
+                )),
                 Some(def) => {
                     let _in_task = InTask::enter();
                     match (def.kind(), req.param.as_deref()) {
                         (TaskKind::Simple(f), _) => f(&req.input),
                         (TaskKind::WithParam(f), Some(p)) => f(p, &req.input),
-                        (TaskKind::WithParam(_), None) => {
-                            Err(format!("internal error: task {} needs a parameter", def.name))
-                        }
+                        (TaskKind::WithParam(_), None) => Err(format!(
+                            "internal error: task {} needs a parameter",
+                            def.name
+                        )),
                     }
                 }
             },

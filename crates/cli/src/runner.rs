@@ -184,7 +184,9 @@ pub(crate) fn run(plan: RunPlan) -> i32 {
             }
         }
         for i in ready {
-            let Some(slot) = slots.remove(&i) else { continue };
+            let Some(slot) = slots.remove(&i) else {
+                continue;
+            };
             let outcome = to_outcome(i, slot.input, slot.fut.result());
             if outcome.result.is_ok() {
                 counts.ok += 1;

@@ -62,8 +62,17 @@ pub(crate) fn show(s: &str) -> String {
 
 fn parse_count(arg: &str, what: &str) -> Result<u64, String> {
     let t: String = arg.trim().chars().filter(|c| *c != '_').collect();
-    t.parse::<u64>()
-        .map_err(|_| format!("{what} must be a whole number >= 0, got {}", show(arg)))
+    t.parse::<u64>().map_err(|_| {
+        if !t.is_empty() && t.bytes().all(|b| b.is_ascii_digit()) {
+            format!(
+                "{what} is too large (at most {}), got {}",
+                u64::MAX,
+                show(arg)
+            )
+        } else {
+            format!("{what} must be a whole number >= 0, got {}", show(arg))
+        }
+    })
 }
 
 fn parse_ms(arg: &str) -> Result<Duration, String> {
@@ -169,9 +178,8 @@ fn sha256(arg: &str) -> Result<String, String> {
     let mut hasher = Sha256::new();
     let mut buf = vec![0u8; 256 * 1024];
     loop {
-        let n = allow_threads(|| file.read(&mut buf)).map_err(|e| {
-            format!("cannot read {shown}: {}", io_reason(&e))
-        })?;
+        let n = allow_threads(|| file.read(&mut buf))
+            .map_err(|e| format!("cannot read {shown}: {}", io_reason(&e)))?;
         if n == 0 {
             break;
         }
