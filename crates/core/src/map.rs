@@ -159,7 +159,12 @@ impl<R> MapIter<R> {
         self
     }
 
+    /// Top the window up once it has drained to half: submitting in bursts lets workers
+    /// run through many items per wake-up instead of ping-ponging with the consumer.
     fn refill(&mut self) {
+        if self.in_flight.len() > self.w.capacity() / 2 {
+            return;
+        }
         while !self.timed_out && self.in_flight.len() < self.w.capacity() {
             match self.w.pull() {
                 Some(chunk) => self.in_flight.extend(chunk),
@@ -269,7 +274,11 @@ impl<R> MapUnordered<R> {
         self
     }
 
+    /// See [`MapIter::refill`].
     fn refill(&mut self) {
+        if self.in_flight.len() > self.w.capacity() / 2 {
+            return;
+        }
         while !self.timed_out && self.in_flight.len() < self.w.capacity() {
             match self.w.pull() {
                 Some(chunk) => {
