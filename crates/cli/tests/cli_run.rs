@@ -71,7 +71,15 @@ fn unordered(mode: &str) {
     assert_eq!(o.code, Some(0), "{o:?}");
     let lines = o.lines();
     assert_eq!(lines.len(), 4, "{o:?}");
-    assert!(lines[3].starts_with("1500\t"), "{lines:?}");
+    // In input order 1500 would come first; here the short tasks on the other worker come
+    // out before it. (Not necessarily all of them: a pool may hand a busy worker one task
+    // ahead, which then waits behind the long one.)
+    assert!(!lines[0].starts_with("1500\t"), "{lines:?}");
+    assert!(
+        lines[1].starts_with("1500\t")
+            || lines[2].starts_with("1500\t")
+            || lines[3].starts_with("1500\t")
+    );
     let inputs: HashSet<&str> = lines.iter().filter_map(|l| l.split('\t').next()).collect();
     assert_eq!(inputs, HashSet::from(["1500", "1", "2", "3"]));
 }
