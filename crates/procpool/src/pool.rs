@@ -245,6 +245,9 @@ impl ProcessPool {
             workers: n,
             daemon: cfg.get_daemon(),
         };
+        for (slot, h) in shared.slots.iter().zip(&handles) {
+            slot.install(h);
+        }
         let mut handles = handles.into_iter();
         for idx in 0..n {
             let first = handles.next();

@@ -75,6 +75,18 @@ impl Slot {
         self.cond.notify_all();
     }
 
+    /// Attach a freshly forked worker: the feeder may send to it from now on.
+    pub(crate) fn install(&self, h: &WorkerHandle) {
+        let mut st = self.lock();
+        st.generation += 1;
+        st.sent = 0;
+        st.conn = Some(Conn {
+            pid: h.pid,
+            tx: h.tx.clone(),
+        });
+        self.cond.notify_all();
+    }
+
     /// Poison the slot (pool broken).
     pub(crate) fn poison(&self, err: TaskError) {
         let mut st = self.lock();
@@ -259,13 +271,14 @@ enum End {
     InitFailed(String),
 }
 
-/// The collector thread of slot `idx`; `first` is the worker forked by `ProcessPool::new`.
+/// The collector thread of slot `idx`; `first` is the worker forked (and already installed)
+/// by `ProcessPool::new`.
 pub(crate) fn collector(shared: Arc<Shared>, idx: usize, first: Option<WorkerHandle>) {
     let slot = &shared.slots[idx];
     let mut next = first;
     loop {
-        let h = match next.take() {
-            Some(h) => h,
+        let (h, installed) = match next.take() {
+            Some(h) => (h, true),
             None => {
                 if shared.stop_spawning() || slot.lock().poisoned.is_some() {
                     break;
@@ -274,7 +287,7 @@ pub(crate) fn collector(shared: Arc<Shared>, idx: usize, first: Option<WorkerHan
                     .pop()
                     .unwrap_or_else(|| Err("no reply from the spawner".into()));
                 match r {
-                    Ok(h) => h,
+                    Ok(h) => (h, false),
                     Err(e) => {
                         let n = shared.startup_failure(&format!("could not fork a worker: {e}"));
                         std::thread::sleep(backoff(n));
@@ -283,16 +296,9 @@ pub(crate) fn collector(shared: Arc<Shared>, idx: usize, first: Option<WorkerHan
                 }
             }
         };
-        {
-            let mut st = slot.lock();
-            st.generation += 1;
-            st.sent = 0;
-            st.conn = Some(Conn {
-                pid: h.pid,
-                tx: h.tx.clone(),
-            });
+        if !installed {
+            slot.install(&h);
         }
-        slot.cond.notify_all();
         if shared.queue.is_killing() {
             // Raced with the pool's kill: it may not have seen this worker.
             sys::kill_worker(h.pid);

@@ -1,0 +1,123 @@
+//! Test helper for poolrun-procpool's integration tests (not a user tool).
+//!
+//! - `parent-kill N`: build a pool of N workers, keep half of them busy, print
+//!   `PIDS <pid>...` and sleep; the test SIGKILLs this process and checks that every worker
+//!   is gone a second later.
+//! - `host-threads`: run 8 host threads that print and allocate non-stop while the pool forks
+//!   and respawns workers whose tasks print too; prints `OK <n>` when every task finished.
+
+use std::io::Write;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use poolrun_core::{Executor, PoolConfig, TaskError};
+use poolrun_procpool::ProcessPool;
+
+fn sleep_ms(ms: u64) -> u64 {
+    std::thread::sleep(Duration::from_millis(ms));
+    ms
+}
+
+fn chatty(i: u64) -> u64 {
+    println!("task {i} says hello from {}", std::process::id());
+    eprintln!("task {i} on stderr");
+    let v: Vec<u64> = (0..1000).collect();
+    v.iter().sum::<u64>() + i
+}
+
+fn parent_kill(n: usize) -> i32 {
+    let pool = match ProcessPool::new(PoolConfig::new().workers(n)) {
+        Ok(p) => p,
+        Err(e) => {
+            eprintln!("helper: {e}");
+            return 2;
+        }
+    };
+    let busy: Vec<_> = (0..n / 2).map(|_| pool.submit(sleep_ms, 60_000)).collect();
+    let deadline = std::time::Instant::now() + Duration::from_secs(20);
+    while !busy.iter().all(|f| f.running()) && std::time::Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    std::thread::sleep(Duration::from_millis(50));
+    let pids: Vec<String> = pool.worker_pids().iter().map(|p| p.to_string()).collect();
+    println!("PIDS {}", pids.join(" "));
+    let _ = std::io::stdout().flush();
+    std::thread::sleep(Duration::from_secs(60));
+    0
+}
+
+fn host_threads() -> i32 {
+    let stop = Arc::new(AtomicBool::new(false));
+    let mut noise = Vec::new();
+    for t in 0..8 {
+        let stop = stop.clone();
+        noise.push(std::thread::spawn(move || {
+            let mut n = 0u64;
+            while !stop.load(Ordering::Relaxed) {
+                let v: Vec<String> = (0..50).map(|i| format!("{t}-{i}")).collect();
+                println!("host thread {t} line {n} {}", v.len());
+                eprintln!("host thread {t} err {n}");
+                n += 1;
+            }
+        }));
+    }
+    let pool = match ProcessPool::new(PoolConfig::new().workers(3).max_tasks_per_child(Some(5))) {
+        Ok(p) => p,
+        Err(e) => {
+            eprintln!("helper: {e}");
+            return 2;
+        }
+    };
+    let n = 300u64;
+    let futures: Vec<_> = (0..n).map(|i| pool.submit(chatty, i)).collect();
+    // and some respawns by death, too
+    for _ in 0..5 {
+        if let Some(&pid) = pool.worker_pids().first() {
+            let _ = nix::sys::signal::kill(
+                nix::unistd::Pid::from_raw(pid as i32),
+                nix::sys::signal::Signal::SIGKILL,
+            );
+        }
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    let mut ok = 0;
+    for (i, f) in futures.into_iter().enumerate() {
+        match f.result_timeout(Duration::from_secs(30)) {
+            Ok(v) => {
+                assert_eq!(v, 499_500 + i as u64);
+                ok += 1;
+            }
+            Err(TaskError::WorkerDied { .. }) => {}
+            Err(e) => {
+                eprintln!("helper: task {i} failed: {e}");
+                return 1;
+            }
+        }
+    }
+    stop.store(true, Ordering::Relaxed);
+    for t in noise {
+        let _ = t.join();
+    }
+    drop(pool);
+    let mut out = std::io::stdout().lock();
+    let _ = writeln!(out, "OK {ok}");
+    let _ = out.flush();
+    0
+}
+
+fn main() {
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    let code = match args.first().map(String::as_str) {
+        Some("parent-kill") => {
+            let n = args.get(1).and_then(|s| s.parse().ok()).unwrap_or(4);
+            parent_kill(n)
+        }
+        Some("host-threads") => host_threads(),
+        _ => {
+            eprintln!("usage: procpool-test-helper parent-kill N | host-threads");
+            2
+        }
+    };
+    std::process::exit(code);
+}
