@@ -67,19 +67,29 @@ def timed(f):
     return time.perf_counter() - t0
 
 
+def warm_threads(ex, count):
+    """Make a ThreadPoolExecutor start all `count` threads (it reuses idle ones, so trivial
+    warm-up tasks would leave most of them unstarted and the timed run would start them)."""
+    b = threading.Barrier(count)
+    list(ex.map(lambda _: b.wait(), range(count)))
+
+
 def cpu4(n, kind):
     work = [n] * 4
     if kind == "serial":
         return timed(lambda: [burn(w) for w in work])
-    ex_type = ThreadPoolExecutor if kind == "thread" else ProcessPoolExecutor
-    with ex_type(max_workers=4) as ex:
-        list(ex.map(nothing, range(8)))  # warm: workers started
+    if kind == "thread":
+        with ThreadPoolExecutor(max_workers=4) as ex:
+            warm_threads(ex, 4)
+            return timed(lambda: list(ex.map(burn, work)))
+    with ProcessPoolExecutor(max_workers=4) as ex:
+        list(ex.map(nothing, range(8)))  # with fork, all 4 workers start at once
         return timed(lambda: list(ex.map(burn, work)))
 
 
 def sleeps(count):
     with ThreadPoolExecutor(max_workers=count) as ex:
-        list(ex.map(nothing, range(count)))
+        warm_threads(ex, count)
         return timed(lambda: list(ex.map(sleeper, [SLEEP_S] * count))) / SLEEP_S
 
 

@@ -291,7 +291,9 @@ fn main() {
             .unwrap_or_else(|| cpu4_gil_threads(n, false));
         pro.push(s / p);
     }
-    drop(pool);
+    if let Some(p) = &pool {
+        p.shutdown(true, true);
+    }
     ratios.push(("cpu4_thread", median(thr)));
     ratios.push(("cpu4_process", median(pro)));
     extra.push(("cpu4_serial_s".into(), median(ser)));

@@ -21,13 +21,13 @@ use poolrun::gil::{self, GilStats};
 use poolrun::{Executor, GilMode, Mode, Pool, PoolConfig, TaskError};
 
 /// Candidates below this are tested for primality by one CPU-bound task (`--workload cpu`);
-/// about 60 ms of work on a 2020s x86 core.
-const CPU_PRIMES_BELOW: u64 = 300_000;
+/// about 100 ms of work on a 2020s x86 core.
+const CPU_PRIMES_BELOW: u64 = 1_500_000;
 /// One I/O-bound task: a sleep of this many ms with the GIL released.
 const IO_SLEEP_MS: u64 = 20;
-/// One mixed task: primes below this (about 10 ms) then a sleep of `MIXED_SLEEP_MS`.
-const MIXED_PRIMES_BELOW: u64 = 80_000;
-const MIXED_SLEEP_MS: u64 = 10;
+/// One mixed task: primes below this (about 20 ms) then a sleep of `MIXED_SLEEP_MS`.
+const MIXED_PRIMES_BELOW: u64 = 300_000;
+const MIXED_SLEEP_MS: u64 = 20;
 /// The largest worker count `compare` accepts.
 const MAX_JOBS: usize = 1024;
 
@@ -97,7 +97,12 @@ pub struct CompareArgs {
     #[arg(long, value_name = "FILE.svg")]
     pub plot: Option<PathBuf>,
     /// The emulated GIL's switch interval in milliseconds (CPython's default: 5).
-    #[arg(long = "switch-interval", value_name = "MS", default_value_t = 5.0)]
+    #[arg(
+        long = "switch-interval",
+        value_name = "MS",
+        default_value_t = 5.0,
+        allow_negative_numbers = true
+    )]
     pub switch_interval: f64,
 }
 
@@ -330,6 +335,8 @@ fn run_on(pool: &Pool, plan: &Plan, expected: &[u64], limit: Duration) -> Result
 }
 
 fn serial(plan: &Plan) -> (Duration, Vec<u64>) {
+    // Warm up (page faults, frequency ramp) so serial is not penalised for going first.
+    let _ = std::hint::black_box(count_primes(MIXED_PRIMES_BELOW));
     let t0 = Instant::now();
     let out: Vec<u64> = (0..plan.tasks)
         .map(|_| match plan.workload {
@@ -901,7 +908,7 @@ mod tests {
             &["-j", "0"][..],
             &["--tasks", "0"],
             &["--switch-interval", "0"],
-            &["--switch-interval=-1"],
+            &["--switch-interval", "-1"],
             &["--switch-interval", "NaN"],
             &["-j", "99999"],
         ] {
