@@ -76,6 +76,11 @@ pub fn plan(args: RunArgs, registry: &Registry) -> Result<RunPlan, UsageError> {
     let Some(task_name) = args.task else {
         return usage("missing TASK: usage is `poolrun [OPTIONS] TASK [ARG...]` (run `poolrun tasks` to list the tasks)");
     };
+    if crate::registry::RESERVED_NAMES.contains(&task_name.as_str()) {
+        return usage(format!(
+            "`{task_name}` is a subcommand: write it first, with its own options after it (`poolrun {task_name} --help`)"
+        ));
+    }
     let Some(task) = registry.index_of(&task_name) else {
         let hint = match registry.suggest(&task_name) {
             Some(s) => format!(" (did you mean `{s}`? run `poolrun tasks` to list them)"),
@@ -256,6 +261,7 @@ mod tests {
                 "--switch-interval",
             ),
             (&["primes", "1", "-", "2"], "only ARG"),
+            (&["--mode", "thread", "compare"], "is a subcommand"),
         ] {
             let e = p(argv).unwrap_err();
             assert!(e.0.contains(needle), "{argv:?}: {e:?}");

@@ -12,12 +12,18 @@ fn whoami(_arg: &str) -> Result<String, String> {
     Ok(std::process::id().to_string())
 }
 
+fn explode(arg: &str) -> Result<String, String> {
+    panic!("boom on {arg}")
+}
+
 fn registry() -> Registry {
     let mut r = Registry::builtin();
     r.register("double", "twice ARG", double)
         .expect("register double");
     r.register("whoami", "the pid that runs the task", whoami)
         .expect("register whoami");
+    r.register("explode", "panics", explode)
+        .expect("register explode");
     r
 }
 
@@ -47,6 +53,9 @@ fn custom_tasks_run_in_both_modes() {
             run_with_args(registry(), ["poolrun", "--mode", mode, "nosuch", "a"]),
             2
         );
+        // A panicking task fails only itself (its message is the task's error).
+        let args = ["poolrun", "--mode", mode, "explode", "a", "b"];
+        assert_eq!(run_with_args(registry(), args), 1, "{mode}");
     }
     assert_eq!(run_with_args(registry(), ["poolrun", "tasks"]), 0);
     assert_eq!(
