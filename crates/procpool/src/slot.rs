@@ -144,11 +144,16 @@ pub(crate) fn feeder(shared: Arc<Shared>, idx: usize) {
         let (generation, quota, poison) = {
             let mut st = slot.lock();
             loop {
-                if q.is_killing() || slot.done.load(Ordering::SeqCst) {
+                if q.is_killing() {
                     return;
                 }
+                // A poisoned slot keeps failing the jobs it takes until the pool is finished
+                // (its collector has already ended); otherwise the feeder ends with it.
                 if let Some(e) = &st.poisoned {
                     break (0, usize::MAX, Some(e.clone()));
+                }
+                if slot.done.load(Ordering::SeqCst) {
+                    return;
                 }
                 if st.conn.is_some() && st.in_flight.len() < MAX_JOBS_PER_WORKER {
                     let left = shared
@@ -162,7 +167,9 @@ pub(crate) fn feeder(shared: Arc<Shared>, idx: usize) {
             }
         };
         // 2. Take a job.
-        let Some(mut job) = q.take(quota, &slot.done) else {
+        static NEVER: AtomicBool = AtomicBool::new(false);
+        let stop = if poison.is_some() { &NEVER } else { &slot.done };
+        let Some(mut job) = q.take(quota, stop) else {
             if q.is_finished() && !q.is_killing() {
                 // Nothing left anywhere: tell the worker to exit (tiny message, nothing in
                 // flight, so it cannot block).
