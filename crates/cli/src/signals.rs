@@ -4,52 +4,81 @@
 //! tasks, stops the workers (dropping the daemon pool kills and reaps process workers), prints
 //! a summary on stderr and exits with 128 + the signal (130 / 143). A second signal exits at
 //! once with the same status: process workers then die through their own parent-death
-//! lifelines, and commands started by `exec` through `PR_SET_PDEATHSIG`.
+//! lifelines, and commands started by `exec` through their guard process.
 //!
-//! Handlers are registered with `signal-hook` (a self-pipe read by one thread) after the pool
-//! is created, and removed again when the run ends, so a program that embeds the CLI gets its
-//! default dispositions back.
+//! The handlers are installed (with `signal-hook`: a self-pipe read by one thread) when the
+//! first run starts, after its pool exists, and stay for the life of the process, because
+//! signal-hook cannot restore a default disposition once it has replaced it. Between runs —
+//! for a program that embeds the CLI and carries on after `main_with` returns — the watcher
+//! emulates the default action (the process terminates by that signal), so Ctrl-C works as it
+//! would without poolrun.
 
-use std::thread::JoinHandle;
+use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
+use std::sync::{Mutex, OnceLock};
 
-use crossbeam_channel::{unbounded, Receiver};
+use crossbeam_channel::{unbounded, Receiver, Sender};
 use signal_hook::consts::{SIGINT, SIGTERM};
-use signal_hook::iterator::{Handle, Signals};
+use signal_hook::iterator::Signals;
 
-/// Watches SIGINT and SIGTERM until dropped.
-#[derive(Debug)]
-pub(crate) struct SignalWatch {
+/// True while a run loop listens.
+static ACTIVE: AtomicBool = AtomicBool::new(false);
+/// Signals received during the current run.
+static SEEN: AtomicU32 = AtomicU32::new(0);
+/// Called before the immediate exit on a second signal.
+static ON_SECOND: Mutex<Option<fn()>> = Mutex::new(None);
+
+struct Watcher {
     rx: Receiver<i32>,
-    handle: Handle,
-    thread: Option<JoinHandle<()>>,
 }
 
-impl SignalWatch {
-    /// Register the handlers. `on_second` runs (in the watcher thread) before an immediate
-    /// exit on a second signal.
-    pub(crate) fn start(on_second: fn()) -> std::io::Result<SignalWatch> {
-        let mut signals = Signals::new([SIGINT, SIGTERM])?;
-        let handle = signals.handle();
-        let (tx, rx) = unbounded();
-        let thread = std::thread::Builder::new()
+static WATCHER: OnceLock<Result<Watcher, String>> = OnceLock::new();
+
+fn watcher() -> &'static Result<Watcher, String> {
+    WATCHER.get_or_init(|| {
+        let mut signals = Signals::new([SIGINT, SIGTERM]).map_err(|e| e.to_string())?;
+        let (tx, rx): (Sender<i32>, Receiver<i32>) = unbounded();
+        std::thread::Builder::new()
             .name("poolrun-signals".into())
             .spawn(move || {
-                let mut seen = 0;
                 for sig in signals.forever() {
-                    seen += 1;
-                    if seen >= 2 {
+                    if !ACTIVE.load(Ordering::SeqCst) {
+                        // No run in progress: behave as if we had never installed a handler.
+                        let _ = signal_hook::low_level::emulate_default_handler(sig);
+                        continue;
+                    }
+                    let n = SEEN.fetch_add(1, Ordering::SeqCst) + 1;
+                    if n >= 2 {
                         eprintln!("poolrun: second signal: exiting now");
-                        on_second();
+                        let f = *ON_SECOND.lock().unwrap_or_else(|p| p.into_inner());
+                        if let Some(f) = f {
+                            f();
+                        }
                         std::process::exit(128 + sig);
                     }
                     let _ = tx.send(sig);
                 }
-            })?;
-        Ok(SignalWatch {
-            rx,
-            handle,
-            thread: Some(thread),
-        })
+            })
+            .map_err(|e| e.to_string())?;
+        Ok(Watcher { rx })
+    })
+}
+
+/// Forwards SIGINT and SIGTERM to the run loop until dropped.
+#[derive(Debug)]
+pub(crate) struct SignalWatch {
+    rx: Receiver<i32>,
+}
+
+impl SignalWatch {
+    /// Start listening. `on_second` runs (in the watcher thread) before an immediate exit on
+    /// a second signal.
+    pub(crate) fn start(on_second: fn()) -> Result<SignalWatch, String> {
+        let w = watcher().as_ref().map_err(Clone::clone)?;
+        *ON_SECOND.lock().unwrap_or_else(|p| p.into_inner()) = Some(on_second);
+        while w.rx.try_recv().is_ok() {} // nothing stale from an earlier run
+        SEEN.store(0, Ordering::SeqCst);
+        ACTIVE.store(true, Ordering::SeqCst);
+        Ok(SignalWatch { rx: w.rx.clone() })
     }
 
     /// The first signal arrives here.
@@ -60,10 +89,7 @@ impl SignalWatch {
 
 impl Drop for SignalWatch {
     fn drop(&mut self) {
-        self.handle.close();
-        if let Some(t) = self.thread.take() {
-            let _ = t.join();
-        }
+        ACTIVE.store(false, Ordering::SeqCst);
     }
 }
 

@@ -226,6 +226,13 @@ fn timeout_fails_task(mode: &str) {
 }
 
 fn timeout_kills_exec_command(mode: &str) {
+    // A duration unique to this test run, to find the `sleep` in /proc afterwards.
+    let secs = format!(
+        "20.{}{}",
+        std::process::id(),
+        if mode == "thread" { 1 } else { 2 }
+    );
+    let script = format!("sleep {secs}; echo done");
     let o = run(&[
         "--mode",
         mode,
@@ -234,11 +241,18 @@ fn timeout_kills_exec_command(mode: &str) {
         "--timeout",
         "0.3",
         "exec",
-        "sleep 20; echo done",
+        &script,
         "x",
     ]);
     assert_eq!(o.code, Some(1), "{o:?}");
     assert!(o.stdout.contains("timeout"), "{o:?}");
+    let target = format!("sleep {secs} ");
+    let gone = wait_until(Duration::from_secs(1), || {
+        !processes()
+            .iter()
+            .any(|(pid, _, _)| alive(*pid) && cmdline(*pid) == target)
+    });
+    assert!(gone, "`{target}` still running after its task timed out");
 }
 
 fn gil_on(mode: &str) {
