@@ -163,7 +163,7 @@ pub fn plan(args: RunArgs, registry: &Registry) -> Result<RunPlan, UsageError> {
             Ok(d) if secs > 0.0 && !d.is_zero() => config = config.task_timeout(Some(d)),
             _ => {
                 return usage(format!(
-                    "--timeout {secs}: must be a positive number of seconds"
+                    "--timeout {secs}: must be a positive, finite number of seconds"
                 ))
             }
         }

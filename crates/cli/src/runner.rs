@@ -8,6 +8,7 @@
 //! and an endless stdin runs in bounded memory.
 
 use std::collections::HashMap;
+use std::io::IsTerminal;
 use std::time::Duration;
 
 use crossbeam_channel::{never, select, unbounded, Receiver};
@@ -125,6 +126,10 @@ pub(crate) fn run(plan: RunPlan) -> i32 {
     let (total, mut inputs) = match &plan.inputs {
         InputSpec::Args(a) => (Some(a.len() as u64), Inputs::Args(a.clone().into_iter())),
         InputSpec::Stdin => match spawn_stdin_reader(win) {
+            Ok(rx) if std::io::stdin().is_terminal() => {
+                eprintln!("poolrun: reading one task per line from the terminal (Ctrl-D ends)");
+                (None, Inputs::Stdin(rx))
+            }
             Ok(rx) => (None, Inputs::Stdin(rx)),
             Err(e) => {
                 eprintln!("poolrun: {e}");
