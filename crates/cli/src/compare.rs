@@ -753,7 +753,7 @@ impl Report {
         }
         let _ = writeln!(
             s,
-            r#"<text x="{l}" y="{}" font-size="11">{}</text>"#,
+            r#"<text x="8" y="{}" font-size="10">{}</text>"#,
             h - 2.0,
             xml_escape(&self.verdict())
         );

@@ -215,7 +215,10 @@ impl Gil {
         let mut st = self.lock_state();
         st.last_holder = me;
         st.locked = false;
-        self.inner.cond.notify_one();
+        // `waiters` is only changed under this mutex, so nobody can start waiting unseen.
+        if st.waiters > 0 {
+            self.inner.cond.notify_one();
+        }
         if self.inner.drop_request.load(Ordering::Relaxed) {
             self.inner.drop_request.store(false, Ordering::Relaxed);
             self.inner.forced.fetch_add(1, Ordering::Relaxed);
