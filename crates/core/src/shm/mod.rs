@@ -1,1 +1,67 @@
-//! Shared memory between the processes of a pool (memfd / MAP_SHARED). Coming with the shared-memory issue.
+//! Shared memory between the processes (and threads) of a pool.
+//!
+//! [`SharedBytes`] (read-only after creation) and [`SharedArray`] (writable, element-wise)
+//! are `Clone` handles to a memfd mapped `MAP_SHARED`. They serialize as *handles*, so
+//! passing one as a task argument or result costs the same for 1 KiB as for 1 GiB, and a
+//! worker may create one and return it. Thread mode uses the very same types.
+//!
+//! Nothing is ever named in `/dev/shm`: a memfd disappears with its last fd and mapping,
+//! also when every process holding it is killed by SIGKILL. See `README.md` in this
+//! directory for the layout, how a handle crosses a process boundary, and lifetime rules.
+//!
+//! ```
+//! use poolrun_core::shm::{SharedArray, SharedBytes};
+//!
+//! let b = SharedBytes::from_slice(b"hello").unwrap();
+//! assert_eq!(&b[..], b"hello");
+//! let a = SharedArray::<u64>::new(4).unwrap();
+//! a.set(2, 7);
+//! assert_eq!(a.get(2), 7);
+//! ```
+
+mod array;
+mod bytes;
+mod forksafe;
+pub(crate) mod segment;
+
+pub use array::SharedArray;
+pub use bytes::SharedBytes;
+
+/// Why a shared-memory operation failed.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum ShmError {
+    /// A system call failed (`memfd_create`, `ftruncate`, `mmap`, ...): out of memory,
+    /// out of file descriptors, or a sandbox that forbids it.
+    #[error("shared memory: {op} failed: {source}")]
+    Os {
+        /// The call that failed.
+        op: &'static str,
+        /// The OS error.
+        source: std::io::Error,
+    },
+    /// The requested size does not fit the address space.
+    #[error("shared memory: {len} bytes is too large")]
+    TooLarge {
+        /// The requested length in bytes.
+        len: usize,
+    },
+    /// A received handle names a segment that can no longer be reached: the sending
+    /// process dropped its last handle (or exited) before this one attached, or this
+    /// process closed the segment's fd.
+    #[error("shared memory: segment gone: {detail}")]
+    Gone {
+        /// What was found instead.
+        detail: String,
+    },
+    /// A received handle does not match what it is decoded as (another kind, another
+    /// element type, another length), or the memory is not a poolrun segment.
+    #[error("shared memory: handle mismatch: {0}")]
+    Mismatch(String),
+}
+
+/// Number of segments this process keeps alive only because a handle to them was sent and
+/// not yet received (see README, "Lifetime"). For tests and diagnostics.
+pub fn pinned_segments() -> usize {
+    segment::pinned_count()
+}

@@ -1,0 +1,141 @@
+//! [`SharedArray`]: a fixed-length array of `Copy` values in shared memory.
+
+use std::fmt;
+use std::marker::PhantomData;
+use std::sync::Arc;
+
+use serde::{Deserialize, Deserializer, Serialize, Serializer};
+
+use super::segment::{Kind, Mapping, Wire};
+use super::ShmError;
+
+/// A fixed-length, zero-filled array of `T` in shared memory, writable through `&self` by
+/// every thread and every process of the pool that holds a handle.
+///
+/// Elements are read and written with volatile, element-sized accesses: each `get`/`set` is
+/// a single access, but nothing orders them between processes. Protect read-modify-write
+/// sequences with a [`crate::sync::Lock`] (its acquire/release order the accesses), or use
+/// one writer per element. `T` must be plain data: any bit pattern, including all zeroes,
+/// must be a valid `T` (integers, floats, arrays of them) — a zero-filled `bool` or `char`
+/// is fine, but a value written by another process is only as valid as what it wrote.
+///
+/// ```
+/// use poolrun_core::shm::SharedArray;
+/// let a = SharedArray::<f64>::new(3).unwrap();
+/// a.set(1, 2.5);
+/// assert_eq!(a.get(1), 2.5);
+/// assert_eq!(a.get(0), 0.0);
+/// assert_eq!(a.len(), 3);
+/// ```
+pub struct SharedArray<T: Copy> {
+    map: Arc<Mapping>,
+    len: usize,
+    _t: PhantomData<fn() -> T>,
+}
+
+impl<T: Copy> Clone for SharedArray<T> {
+    fn clone(&self) -> Self {
+        SharedArray {
+            map: self.map.clone(),
+            len: self.len,
+            _t: PhantomData,
+        }
+    }
+}
+
+impl<T: Copy> SharedArray<T> {
+    const ELEM: usize = std::mem::size_of::<T>();
+
+    /// A new zero-filled array of `len` elements.
+    pub fn new(len: usize) -> Result<SharedArray<T>, ShmError> {
+        const { assert!(std::mem::align_of::<T>() <= 4096, "alignment above a page") };
+        let bytes = len
+            .checked_mul(Self::ELEM)
+            .ok_or(ShmError::TooLarge { len: usize::MAX })?;
+        let map = Mapping::create(Kind::Array, bytes, Self::ELEM as u32, "")?;
+        Ok(SharedArray {
+            map,
+            len,
+            _t: PhantomData,
+        })
+    }
+
+    /// Number of elements.
+    pub fn len(&self) -> usize {
+        self.len
+    }
+
+    /// True if the array has no elements.
+    pub fn is_empty(&self) -> bool {
+        self.len == 0
+    }
+
+    fn slot(&self, i: usize) -> *mut T {
+        assert!(
+            i < self.len,
+            "SharedArray index out of bounds: the len is {} but the index is {i}",
+            self.len
+        );
+        // SAFETY: i < len and the data area holds len * size_of::<T>() bytes starting at a
+        // page-aligned address (M1), so the element pointer is in bounds and aligned.
+        unsafe { (self.map.data_ptr() as *mut T).add(i) }
+    }
+
+    /// Element `i`. Panics if `i >= len()`, like slice indexing.
+    pub fn get(&self, i: usize) -> T {
+        // SAFETY: `slot` is in bounds and aligned; the memory is initialised (zero-filled
+        // at creation, then only written with whole `T`s); T: Copy and plain data (type
+        // docs). Volatile: other processes write this memory behind the compiler's back.
+        unsafe { std::ptr::read_volatile(self.slot(i)) }
+    }
+
+    /// Set element `i` to `v`. Panics if `i >= len()`, like slice indexing.
+    pub fn set(&self, i: usize, v: T) {
+        // SAFETY: as in `get`; shared memory is meant to be written through `&self`.
+        unsafe { std::ptr::write_volatile(self.slot(i), v) }
+    }
+
+    /// Copy all elements out.
+    pub fn to_vec(&self) -> Vec<T> {
+        (0..self.len).map(|i| self.get(i)).collect()
+    }
+
+    /// Fill every element with `v`.
+    pub fn fill(&self, v: T) {
+        for i in 0..self.len {
+            self.set(i, v);
+        }
+    }
+}
+
+impl<T: Copy + fmt::Debug> fmt::Debug for SharedArray<T> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("SharedArray")
+            .field("len", &self.len)
+            .field("id", &format_args!("{:016x}", self.map.id()))
+            .finish()
+    }
+}
+
+impl<T: Copy> Serialize for SharedArray<T> {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        self.map
+            .to_wire()
+            .map_err(serde::ser::Error::custom)?
+            .serialize(s)
+    }
+}
+
+impl<'de, T: Copy> Deserialize<'de> for SharedArray<T> {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let w = Wire::deserialize(d)?;
+        let map = Mapping::from_wire(&w, Kind::Array, Self::ELEM as u32)
+            .map_err(serde::de::Error::custom)?;
+        let len = map.data_len().checked_div(Self::ELEM).unwrap_or(0);
+        Ok(SharedArray {
+            map,
+            len,
+            _t: PhantomData,
+        })
+    }
+}

@@ -1,0 +1,93 @@
+//! [`Lock`]: a non-re-entrant, process-shared mutual-exclusion lock (Python's
+//! `threading.Lock` / `multiprocessing.Lock`), built on the owner-tracking futex word of
+//! `futex.rs` (Drepper's "mutex 2" with the owner's tid in the word).
+
+use std::panic::Location;
+use std::sync::Arc;
+use std::time::Duration;
+
+use crate::shm::segment::{Kind, Mapping};
+
+use super::futex::{my_tid, Deadline, Locked, RawMutex};
+use super::{handle_impls, lockdep, state, Guard, Inner, SharedState, SyncError};
+
+#[repr(C)]
+struct State {
+    m: RawMutex,
+}
+// SAFETY: repr(C), two AtomicU32s, valid when zeroed (0 = free), 8 bytes.
+unsafe impl SharedState for State {}
+
+/// A mutual-exclusion lock usable from threads and forked workers.
+///
+/// ```
+/// use poolrun_core::sync::{Lock, SyncError};
+/// use std::time::Duration;
+/// let lock = Lock::new().unwrap();
+/// let g = lock.acquire(None).unwrap();
+/// // Not re-entrant: the same thread asking again is told instead of hanging.
+/// assert!(matches!(lock.acquire(Some(Duration::ZERO)), Err(SyncError::WouldDeadlock)));
+/// drop(g);
+/// assert!(lock.acquire(Some(Duration::ZERO)).is_ok());
+/// ```
+#[derive(Clone)]
+pub struct Lock {
+    map: Arc<Mapping>,
+}
+
+handle_impls!(Lock, Kind::Lock);
+
+impl Lock {
+    /// A new, unlocked lock. Its creation site names it in lockdep reports.
+    #[track_caller]
+    pub fn new() -> Result<Lock, SyncError> {
+        let site = Location::caller().to_string();
+        let map = Mapping::create(Kind::Lock, lockdep::TABLE_BYTES, 0, &site)?;
+        Ok(Lock { map })
+    }
+
+    fn raw(&self) -> &RawMutex {
+        &state::<State>(&self.map).m
+    }
+
+    /// Take the lock, waiting at most `timeout` (`None`: forever; `Some(ZERO)`: try once).
+    ///
+    /// Errors: [`SyncError::Timeout`]; [`SyncError::OwnerDied`] (not acquired, but the lock
+    /// is free again); [`SyncError::WouldDeadlock`] if this thread already holds it;
+    /// [`SyncError::LockOrderInversion`] with [`lockdep`] on.
+    #[track_caller]
+    pub fn acquire(&self, timeout: Option<Duration>) -> Result<Guard<'_>, SyncError> {
+        let site = Location::caller();
+        let tid = my_tid();
+        let tracked = lockdep::is_enabled();
+        if !tracked && self.raw().try_lock(tid) {
+            return Ok(Guard::new(Inner::Lock(self)));
+        }
+        if self.raw().owner() == tid {
+            return Err(SyncError::WouldDeadlock);
+        }
+        if tracked {
+            lockdep::before_acquire(&self.map, "Lock", site)?;
+        }
+        match self.raw().lock(tid, Deadline::after(timeout))? {
+            Locked::Yes => {}
+            Locked::Mine => return Err(SyncError::WouldDeadlock),
+        }
+        if tracked {
+            lockdep::acquired(&self.map, "Lock", site);
+        }
+        Ok(Guard::new(Inner::Lock(self)))
+    }
+
+    /// Is the lock held (by anyone)? A snapshot, like Python's `locked()`.
+    pub fn locked(&self) -> bool {
+        self.raw().owner() != 0
+    }
+
+    pub(super) fn release(&self) {
+        if lockdep::is_enabled() {
+            lockdep::released(self.map.id());
+        }
+        self.raw().unlock();
+    }
+}
