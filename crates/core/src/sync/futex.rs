@@ -115,7 +115,8 @@ pub(crate) fn wait(word: &AtomicU32, val: u32, d: Option<Duration>) {
 
 /// `FUTEX_WAKE` (shared): wake up to `n` waiters on `word`.
 pub(crate) fn wake(word: &AtomicU32, n: u32) {
-    let _ = futex::wake(word, futex::Flags::empty(), n);
+    // The kernel reads the count as an `int`: u32::MAX would be -1, which wakes one.
+    let _ = futex::wake(word, futex::Flags::empty(), n.min(i32::MAX as u32));
 }
 
 /// A deadline from an optional timeout (`None` = forever).

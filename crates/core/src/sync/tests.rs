@@ -460,3 +460,4 @@ fn no_fd_left_after_drop() {
         );
     }
 }
+
