@@ -357,3 +357,15 @@ fn stdout_closed_early_is_not_a_panic() {
     }
     assert!(!err.contains("panicked"), "{err}");
 }
+
+#[test]
+fn subcommands_are_wired() {
+    for sub in ["compare", "demo", "tasks"] {
+        let o = run(&[sub, "--help"]);
+        assert_eq!(o.code, Some(0), "{sub}: {o:?}");
+        assert!(o.stdout.contains("Usage: poolrun"), "{sub}: {}", o.stdout);
+    }
+    let o = run(&["--mode", "thread", "compare"]);
+    assert_eq!(o.code, Some(2));
+    assert!(o.stderr.contains("is a subcommand"), "{}", o.stderr);
+}
