@@ -255,3 +255,54 @@ fn second_sigint_exits_at_once() {
     assert_eq!(code, Some(130));
     assert!(t.elapsed() < Duration::from_secs(5));
 }
+
+#[test]
+fn worker_killed_by_its_task_fails_only_that_task_and_is_reaped() {
+    // `kill -9 $PPID` from the command kills the worker process running it.
+    let mut child = start(
+        &[
+            "--mode",
+            "process",
+            "-j",
+            "1",
+            "--format",
+            "json",
+            "exec",
+            "test {} = die && kill -9 $PPID; sleep 1; echo ok",
+            "die",
+            "x",
+        ],
+        false,
+    );
+    let pid = child.id() as i32;
+    // While the second task runs on the replacement worker, the dead one must be reaped.
+    std::thread::sleep(Duration::from_millis(600));
+    let zombies: Vec<i32> = processes()
+        .into_iter()
+        .filter(|(_, ppid, state)| *ppid == pid && *state == 'Z')
+        .map(|(p, _, _)| p)
+        .collect();
+    let code = wait_deadline(&mut child, Duration::from_secs(20));
+    let mut out = String::new();
+    if let Some(mut o) = child.stdout.take() {
+        use std::io::Read;
+        let _ = o.read_to_string(&mut out);
+    }
+    assert!(
+        zombies.is_empty(),
+        "zombie children of poolrun: {zombies:?}"
+    );
+    assert_eq!(code, Some(1), "{out}");
+    let lines: Vec<serde_json::Value> = out
+        .lines()
+        .map(|l| serde_json::from_str(l).expect("JSON line"))
+        .collect();
+    assert_eq!(lines.len(), 2, "{out}");
+    assert_eq!(lines[0]["ok"], false);
+    let err = lines[0]["error"].as_str().unwrap_or_default();
+    assert!(err.contains("died") && err.contains("SIGKILL"), "{err}");
+    assert!(lines[0]["worker"].as_u64().is_some(), "{out}");
+    assert_eq!(lines[1]["ok"], true, "{out}");
+    assert_eq!(lines[1]["output"], "ok");
+    assert_ne!(lines[0]["worker"], lines[1]["worker"]);
+}
