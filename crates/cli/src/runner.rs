@@ -24,9 +24,11 @@ use crate::signals::{self, SignalWatch};
 /// Exit status when stdout is closed (as a shell reports a SIGPIPE death).
 pub const EXIT_BROKEN_PIPE: i32 = 141;
 
-/// How many tasks may be submitted and not yet printed.
+/// How many tasks may be submitted and not yet printed: every worker busy with one task and
+/// one ahead, plus room for results that finished after a slow task they must be printed
+/// behind (input order), so one slow task does not idle the other workers at once.
 pub(crate) fn window(workers: usize) -> usize {
-    workers.saturating_mul(2).saturating_add(2)
+    workers.saturating_mul(4).saturating_add(16)
 }
 
 /// How long the pool may take to stop (kill and reap its workers) before `poolrun` exits
