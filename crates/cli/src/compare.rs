@@ -794,7 +794,9 @@ fn xml_escape(s: &str) -> String {
 /// Run `poolrun compare` and return the process exit code: 0 on success, 2 on bad arguments
 /// (message on stderr), 1 if the report or the plot could not be written.
 pub fn run(args: &CompareArgs) -> i32 {
-    run_to(args, &mut std::io::stdout().lock())
+    // Not `stdout().lock()`: the lock must not be held while pools run (the process pool
+    // takes it around fork so no child inherits it mid-write).
+    run_to(args, &mut std::io::stdout())
 }
 
 /// [`run`], writing the report to `out` instead of stdout.
