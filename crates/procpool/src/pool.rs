@@ -72,7 +72,7 @@ impl Shared {
         eprintln!("poolrun: process pool broken: {msg}");
         let err = TaskError::Broken(msg.to_string());
         for s in &self.slots {
-            s.poison(err.clone());
+            s.poison(err.clone(), self);
         }
         for j in jobs {
             j.fail_all(&err);
@@ -246,7 +246,7 @@ impl ProcessPool {
             daemon: cfg.get_daemon(),
         };
         for (slot, h) in shared.slots.iter().zip(&handles) {
-            slot.install(h);
+            slot.install(h, &shared);
         }
         let mut handles = handles.into_iter();
         for idx in 0..n {

@@ -121,8 +121,15 @@ struct QueueState {
 #[derive(Default)]
 pub(crate) struct Queue {
     state: Mutex<QueueState>,
+    /// Feeders of idle workers wait here.
     cond: Condvar,
+    /// Feeders of busy workers (wanting a job ahead) wait here.
+    ahead: Condvar,
     outstanding: AtomicUsize,
+    /// Slots whose live worker has nothing in flight (and may take a task). While there are
+    /// any, a feeder that would only hand its busy worker a job *ahead* leaves the job to
+    /// them, so a queued task never waits behind a running one while a worker idles.
+    idle_slots: AtomicUsize,
     closed: AtomicBool,
     killing: AtomicBool,
 }
@@ -178,6 +185,32 @@ impl Queue {
     pub(crate) fn wake_all(&self) {
         let _g = self.lock();
         self.cond.notify_all();
+        self.ahead.notify_all();
+    }
+
+    /// A slot became idle (`true`) or busy (`false`). Called under that slot's lock.
+    pub(crate) fn slot_idle(&self, idle: bool) {
+        let wake = if idle {
+            // Its feeder may be waiting among the "ahead" feeders: let it re-check.
+            self.idle_slots.fetch_add(1, Ordering::SeqCst);
+            true
+        } else {
+            // No idle worker left: feeders wanting a job ahead may take one now.
+            self.idle_slots.fetch_sub(1, Ordering::SeqCst) == 1
+        };
+        if wake {
+            let _g = self.lock();
+            self.ahead.notify_all();
+        }
+    }
+
+    /// Wake one feeder for a new job: an idle worker's first.
+    fn wake_one(&self, st: &QueueState) {
+        if self.idle_slots.load(Ordering::SeqCst) > 0 {
+            self.cond.notify_one();
+        } else {
+            self.ahead.notify_one();
+        }
     }
 
     /// Queue a new job at the back.
@@ -191,8 +224,7 @@ impl Queue {
             return Err(Rejected::Closed(job));
         }
         st.jobs.push_back(job);
-        drop(st);
-        self.cond.notify_one();
+        self.wake_one(&st);
         Ok(())
     }
 
@@ -212,40 +244,50 @@ impl Queue {
             st.jobs.push_front(job);
         }
         drop(st);
-        self.cond.notify_all();
+        self.wake_all();
         None
     }
 
     /// Take the next job, at most `max_items` of it (the rest stays at the front). Blocks
     /// until there is one; `None` when the pool is finished or being killed, or `stop` is set.
-    pub(crate) fn take(&self, max_items: usize, stop: &AtomicBool) -> Option<Job> {
+    /// `idle`: the caller's slot is idle (its worker has nothing in flight); such callers are
+    /// served first. Slots change this flag before calling [`slot_idle`](Self::slot_idle).
+    pub(crate) fn take(&self, max_items: usize, stop: &AtomicBool, idle: &AtomicBool) -> Option<Job> {
         let max_items = max_items.max(1);
         let mut st = self.lock();
-        loop {
+        let job = loop {
             if self.is_killing() || stop.load(Ordering::SeqCst) {
-                return None;
+                break None;
             }
-            if let Some(front) = st.jobs.front_mut() {
-                if front.items.len() <= max_items {
-                    return st.jobs.pop_front();
+            let idle = idle.load(Ordering::SeqCst);
+            if idle || self.idle_slots.load(Ordering::SeqCst) == 0 {
+                if let Some(front) = st.jobs.front_mut() {
+                    if front.items.len() <= max_items {
+                        break st.jobs.pop_front();
+                    }
+                    let items: VecDeque<Item> = front.items.drain(..max_items).collect();
+                    break Some(Job {
+                        trampoline: front.trampoline,
+                        func: front.func,
+                        items,
+                    });
                 }
-                let items: VecDeque<Item> = front.items.drain(..max_items).collect();
-                return Some(Job {
-                    trampoline: front.trampoline,
-                    func: front.func,
-                    items,
-                });
             }
             if self.is_finished() {
-                return None;
+                break None;
             }
             // Every state change notifies; the timeout is only a backstop.
-            st = self
-                .cond
+            let cond = if idle { &self.cond } else { &self.ahead };
+            st = cond
                 .wait_timeout(st, Duration::from_millis(500))
                 .unwrap_or_else(|p| p.into_inner())
                 .0;
+        };
+        if !st.jobs.is_empty() {
+            // More work (or the rest of a split job) for the next feeder in line.
+            self.wake_one(&st);
         }
+        job
     }
 
     /// Stop accepting work; with `cancel_pending`, take every queued job out (the caller

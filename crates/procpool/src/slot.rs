@@ -23,7 +23,7 @@ use nix::unistd::Pid;
 use poolrun_core::{codec, TaskError};
 
 use crate::pool::Shared;
-use crate::queue::{Item, Job};
+use crate::queue::{Item, Job, Queue};
 use crate::spawn::{self, WorkerHandle};
 use crate::sys::{self, ExitInfo};
 use crate::transport::{FromWorker, ToWorker, WireItem};
@@ -54,6 +54,23 @@ pub(crate) struct SlotState {
     sent: usize,
     /// Set when this slot can run no more tasks: every job it takes fails with this.
     pub poisoned: Option<TaskError>,
+    /// Whether this slot is counted in the queue's idle slots.
+    counted_idle: bool,
+}
+
+impl SlotState {
+    /// Keep the queue's idle-slot count in step with this slot (call after every change).
+    fn refresh_idle(&mut self, flag: &AtomicBool, q: &Queue, max_tasks: Option<usize>) {
+        let idle = self.conn.is_some()
+            && self.poisoned.is_none()
+            && self.in_flight.is_empty()
+            && max_tasks.is_none_or(|m| self.sent < m);
+        if idle != self.counted_idle {
+            self.counted_idle = idle;
+            flag.store(idle, Ordering::SeqCst);
+            q.slot_idle(idle);
+        }
+    }
 }
 
 /// One slot's shared state.
@@ -63,6 +80,8 @@ pub(crate) struct Slot {
     cond: Condvar,
     /// The collector has finished: the feeder stops too.
     done: AtomicBool,
+    /// Mirrors `SlotState::counted_idle` for `Queue::take` (read without the slot lock).
+    idle: AtomicBool,
 }
 
 impl Slot {
@@ -76,7 +95,7 @@ impl Slot {
     }
 
     /// Attach a freshly forked worker: the feeder may send to it from now on.
-    pub(crate) fn install(&self, h: &WorkerHandle) {
+    pub(crate) fn install(&self, h: &WorkerHandle, shared: &Shared) {
         let mut st = self.lock();
         st.generation += 1;
         st.sent = 0;
@@ -84,15 +103,17 @@ impl Slot {
             pid: h.pid,
             tx: h.tx.clone(),
         });
+        st.refresh_idle(&self.idle, &shared.queue, shared.max_tasks);
         self.cond.notify_all();
     }
 
     /// Poison the slot (pool broken).
-    pub(crate) fn poison(&self, err: TaskError) {
+    pub(crate) fn poison(&self, err: TaskError, shared: &Shared) {
         let mut st = self.lock();
         if st.poisoned.is_none() {
             st.poisoned = Some(err);
         }
+        st.refresh_idle(&self.idle, &shared.queue, shared.max_tasks);
         self.cond.notify_all();
     }
 
@@ -168,8 +189,13 @@ pub(crate) fn feeder(shared: Arc<Shared>, idx: usize) {
         };
         // 2. Take a job.
         static NEVER: AtomicBool = AtomicBool::new(false);
-        let stop = if poison.is_some() { &NEVER } else { &slot.done };
-        let Some(mut job) = q.take(quota, stop) else {
+        static ALWAYS: AtomicBool = AtomicBool::new(true);
+        let (stop, idle) = if poison.is_some() {
+            (&NEVER, &ALWAYS)
+        } else {
+            (&slot.done, &slot.idle)
+        };
+        let Some(mut job) = q.take(quota, stop, idle) else {
             if q.is_finished() && !q.is_killing() {
                 // Nothing left anywhere: tell the worker to exit (tiny message, nothing in
                 // flight, so it cannot block).
@@ -230,6 +256,7 @@ pub(crate) fn feeder(shared: Arc<Shared>, idx: usize) {
                     let tx = c.tx.clone();
                     st.sent += n;
                     st.in_flight.push_back(job);
+                    st.refresh_idle(&slot.idle, q, shared.max_tasks);
                     Ok(tx)
                 }
                 _ => Err(job),
@@ -304,7 +331,7 @@ pub(crate) fn collector(shared: Arc<Shared>, idx: usize, first: Option<WorkerHan
             }
         };
         if !installed {
-            slot.install(&h);
+            slot.install(&h, &shared);
         }
         if shared.queue.is_killing() {
             // Raced with the pool's kill: it may not have seen this worker.
@@ -379,6 +406,7 @@ fn deliver(shared: &Shared, slot: &Slot, results: Vec<(u64, crate::transport::Wi
                 done.push((item, outcome));
             }
         }
+        st.refresh_idle(&slot.idle, &shared.queue, shared.max_tasks);
         slot.cond.notify_all();
     }
     if !done.is_empty() {
@@ -397,8 +425,12 @@ fn deliver(shared: &Shared, slot: &Slot, results: Vec<(u64, crate::transport::Wi
 fn teardown(shared: &Shared, slot: &Slot, h: WorkerHandle, end: End, ready: bool) {
     // Detach first: no new job can be published to this worker, and the pool's kill no
     // longer targets this pid (it is about to be reaped, invariant F3).
-    slot.lock().conn = None;
-    slot.cond.notify_all();
+    {
+        let mut st = slot.lock();
+        st.conn = None;
+        st.refresh_idle(&slot.idle, &shared.queue, shared.max_tasks);
+        slot.cond.notify_all();
+    }
     let grace = match end {
         End::Gone | End::InitFailed(_) if !shared.queue.is_killing() => EXIT_GRACE,
         _ => Duration::ZERO,
@@ -457,7 +489,7 @@ fn teardown(shared: &Shared, slot: &Slot, h: WorkerHandle, end: End, ready: bool
     match end {
         End::InitFailed(msg) => {
             shared.report_init_failure(pid, &msg);
-            slot.poison(TaskError::Initializer(msg));
+            slot.poison(TaskError::Initializer(msg), shared);
         }
         _ if !ready && !killing && !shared.queue.is_finished() => {
             shared.startup_failure(&format!(

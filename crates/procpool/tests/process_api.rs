@@ -302,3 +302,15 @@ fn invalid_config_is_an_error() {
     let e = ProcessPool::new(PoolConfig::new().workers(0)).unwrap_err();
     assert!(e.to_string().contains("workers(0)"));
 }
+
+#[test]
+fn queued_task_goes_to_an_idle_worker_not_behind_a_running_one() {
+    let p = pool(2);
+    for _ in 0..5 {
+        let slow = p.submit(sleep_ms, 400);
+        let quick = p.submit(sleep_ms, 1);
+        // the second worker is idle: the quick task must not wait for the slow one
+        assert_eq!(quick.result_timeout(Duration::from_millis(300)), Ok(1));
+        assert_eq!(slow.result_timeout(LIMIT), Ok(400));
+    }
+}
