@@ -57,7 +57,7 @@ impl Barrier {
             .ok_or_else(|| {
                 SyncError::Invalid(format!("barrier parties {parties}: need 1..=u32::MAX"))
             })?;
-        let site = Location::caller().to_string();
+        let site = format!("created at {}", Location::caller());
         let b = Barrier {
             map: Mapping::create(Kind::Barrier, 0, 0, &site)?,
         };

@@ -91,7 +91,7 @@ impl Condition {
     /// A new condition with its own (non-re-entrant) lock.
     #[track_caller]
     pub fn new() -> Result<Condition, SyncError> {
-        let site = Location::caller().to_string();
+        let site = format!("created at {}", Location::caller());
         let len = Self::SLOTS_AT + Self::MAX_WAITERS * std::mem::size_of::<Slot>();
         let map = Mapping::create(Kind::Condition, len, 0, &site)?;
         Ok(Condition { map })

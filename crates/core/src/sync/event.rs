@@ -41,7 +41,7 @@ impl Event {
     /// A new event, not set.
     #[track_caller]
     pub fn new() -> Result<Event, SyncError> {
-        let site = std::panic::Location::caller().to_string();
+        let site = format!("created at {}", std::panic::Location::caller());
         Ok(Event {
             map: Mapping::create(Kind::Event, 0, 0, &site)?,
         })

@@ -41,7 +41,15 @@ impl Lock {
     /// A new, unlocked lock. Its creation site names it in lockdep reports.
     #[track_caller]
     pub fn new() -> Result<Lock, SyncError> {
-        let site = Location::caller().to_string();
+        let site = format!("created at {}", Location::caller());
+        let map = Mapping::create(Kind::Lock, lockdep::TABLE_BYTES, 0, &site)?;
+        Ok(Lock { map })
+    }
+
+    /// A new lock with a name for lockdep reports and `Debug` (e.g. `"account A"`).
+    #[track_caller]
+    pub fn named(name: &str) -> Result<Lock, SyncError> {
+        let site = format!("{name:?}, created at {}", Location::caller());
         let map = Mapping::create(Kind::Lock, lockdep::TABLE_BYTES, 0, &site)?;
         Ok(Lock { map })
     }

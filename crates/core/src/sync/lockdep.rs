@@ -5,15 +5,15 @@
 //!
 //! - every thread keeps a stack of the poolrun locks it holds (`Lock`, `RLock`, the lock of
 //!   a `Condition`), each with the `#[track_caller]` site that took it;
-//! - when a thread that holds `A` starts to acquire `B` (and passes the check below), it
-//!   records the edge `A → B` (with both sites, its pid and tid) **in `A`'s own shared
-//!   memory** — the lock's segment has an
+//! - when a thread that holds `A` starts to acquire `B`, it records the edge `A → B` (with
+//!   both sites, its pid and tid) **in `A`'s own shared memory** — the lock's segment has an
 //!   edge table after its state, so every process that can use `A` sees the edge, whenever
 //!   it was forked and whichever process recorded it. Only the holder of `A` appends to
 //!   `A`'s table, so appends need no extra lock (an entry is written, then published by a
 //!   release-store of the count);
-//! - before that, and before it blocks on `B`, it looks for `B → A` in `B`'s table. If some thread, in any
-//!   process, ever took `A` while holding `B`, the two orders can deadlock: `acquire`
+//! - then, before it blocks on `B`, it looks for `B → A` in `B`'s table (a refused attempt
+//!   takes its edge back, so the order taken first stays the allowed one). If some thread,
+//!   in any process, ever took `A` while holding `B`, the two orders can deadlock: `acquire`
 //!   returns `Err(SyncError::LockOrderInversion { .. })` without blocking (and without the
 //!   lock), and the report goes to stderr once per pair and process.
 //!
@@ -21,7 +21,7 @@
 //! a run whose timing happened not to deadlock, and the thread that would close a deadlock
 //! is told instead of hanging.
 //!
-//! Limits (documented in `sync/README` terms): cycles through three or more locks are not
+//! Limits: cycles through three or more locks are not
 //! found; each lock records at most [`MAX_EDGES`] distinct successors (further ones are
 //! ignored, with one warning); `Semaphore`, `Event` and `Barrier` are not tracked (they have
 //! no owner); a `Condition::wait` keeps its lock on the held stack while it sleeps.
@@ -29,7 +29,7 @@
 use std::cell::RefCell;
 use std::collections::HashSet;
 use std::panic::Location;
-use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
+use std::sync::atomic::{fence, AtomicBool, AtomicU32, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, OnceLock};
 
 use crate::shm::segment::Mapping;
@@ -211,13 +211,13 @@ fn find_edge(map: &Mapping, to: u64) -> Option<(u32, u32, String, String)> {
 }
 
 /// Record `from → to` in `from`'s table unless present. The caller holds `from`, which makes
-/// it the only writer of that table.
-fn add_edge(from: &Held, to: u64, to_site: &Location<'_>, pid: u32, tid: u32) {
+/// it the only writer of that table. Returns the previous count if it appended.
+fn add_edge(from: &Held, to: u64, to_site: &Location<'_>, pid: u32, tid: u32) -> Option<usize> {
     let map = &from.map;
     let c = count(map);
     let n = c.load(Ordering::Acquire) as usize;
     if find_edge(map, to).is_some() {
-        return;
+        return None;
     }
     if n >= MAX_EDGES {
         static WARNED: AtomicBool = AtomicBool::new(false);
@@ -227,7 +227,7 @@ fn add_edge(from: &Held, to: u64, to_site: &Location<'_>, pid: u32, tid: u32) {
                 describe(map, from.kind)
             );
         }
-        return;
+        return None;
     }
     let p = entry(map, n);
     // SAFETY: entry n is unpublished (n == count) and only the holder of `from` — this
@@ -239,7 +239,8 @@ fn add_edge(from: &Held, to: u64, to_site: &Location<'_>, pid: u32, tid: u32) {
         (*p).from_len = put_site(&mut (*p).from_site, &from.site.to_string());
         (*p).to_len = put_site(&mut (*p).to_site, &to_site.to_string());
     }
-    c.store(n as u32 + 1, Ordering::Release);
+    c.store(n as u32 + 1, Ordering::SeqCst);
+    Some(n)
 }
 
 pub(crate) fn describe(map: &Mapping, kind: &str) -> String {
@@ -247,7 +248,7 @@ pub(crate) fn describe(map: &Mapping, kind: &str) -> String {
     if site.is_empty() {
         format!("{kind} #{:08x}", map.id() >> 32)
     } else {
-        format!("{kind} #{:08x} (created at {site})", map.id() >> 32)
+        format!("{kind} #{:08x} ({site})", map.id() >> 32)
     }
 }
 
@@ -261,11 +262,29 @@ pub(crate) fn before_acquire(
     let (pid, tid) = ids();
     HELD.with(|h| {
         let held = h.borrow();
+        // Record first, then look for the opposite edge, with a SeqCst fence between: of
+        // two threads taking A→B and B→A at the same moment, at least one sees the other's
+        // edge (the store-load pattern of Dekker's algorithm), so a race cannot hide it.
+        let mut added = Vec::new();
+        for a in held.iter() {
+            if a.map.id() != map.id() {
+                if let Some(n) = add_edge(a, map.id(), site, pid, tid) {
+                    added.push((a, n));
+                }
+            }
+        }
+        fence(Ordering::SeqCst);
         for a in held.iter().rev() {
             if a.map.id() == map.id() {
                 continue;
             }
             if let Some((opid, otid, osite_b, osite_a)) = find_edge(map, a.map.id()) {
+                // A refused attempt leaves no edge behind (so the order taken first stays
+                // the allowed one): un-publish what we just appended. We still hold those
+                // locks, so nobody appended after us.
+                for (x, n) in added.iter().rev() {
+                    count(&x.map).store(*n as u32, Ordering::Release);
+                }
                 let report = Box::new(Inversion {
                     held: describe(&a.map, a.kind),
                     acquiring: describe(map, kind),
@@ -281,16 +300,11 @@ pub(crate) fn before_acquire(
                 let err = SyncError::LockOrderInversion { report };
                 if reported().insert((a.map.id(), map.id())) {
                     DETECTED.fetch_add(1, Ordering::Relaxed);
-                    eprintln!("{err}");
+                    // One write, so reports from several processes do not interleave.
+                    let msg = format!("{err}\n");
+                    let _ = std::io::Write::write_all(&mut std::io::stderr(), msg.as_bytes());
                 }
                 return Err(err);
-            }
-        }
-        // No inversion: record the edges (a refused attempt records nothing, so the order
-        // that was taken first stays the allowed one).
-        for a in held.iter() {
-            if a.map.id() != map.id() {
-                add_edge(a, map.id(), site, pid, tid);
             }
         }
         Ok(())

@@ -42,7 +42,15 @@ impl RLock {
     /// A new, unlocked re-entrant lock.
     #[track_caller]
     pub fn new() -> Result<RLock, SyncError> {
-        let site = Location::caller().to_string();
+        let site = format!("created at {}", Location::caller());
+        let map = Mapping::create(Kind::RLock, lockdep::TABLE_BYTES, 0, &site)?;
+        Ok(RLock { map })
+    }
+
+    /// A new re-entrant lock with a name for lockdep reports and `Debug`.
+    #[track_caller]
+    pub fn named(name: &str) -> Result<RLock, SyncError> {
+        let site = format!("{name:?}, created at {}", Location::caller());
         let map = Mapping::create(Kind::RLock, lockdep::TABLE_BYTES, 0, &site)?;
         Ok(RLock { map })
     }

@@ -56,7 +56,7 @@ impl Semaphore {
     pub fn new(value: usize) -> Result<Semaphore, SyncError> {
         let v = u32::try_from(value)
             .map_err(|_| SyncError::Invalid(format!("semaphore value {value} > u32::MAX")))?;
-        let site = Location::caller().to_string();
+        let site = format!("created at {}", Location::caller());
         let slots = value.min(Self::TRACKED_MAX) * 8;
         let map = Mapping::create(Kind::Semaphore, slots, 0, &site)?;
         let s = Semaphore { map };

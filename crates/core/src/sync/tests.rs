@@ -460,4 +460,3 @@ fn no_fd_left_after_drop() {
         );
     }
 }
-
