@@ -204,8 +204,9 @@ impl Queue {
         }
     }
 
-    /// Wake one feeder for a new job: an idle worker's first.
-    fn wake_one(&self, st: &QueueState) {
+    /// Wake one feeder for a new job: an idle worker's first. `_locked` proves the caller
+    /// holds the queue lock (no lost wake-up).
+    fn wake_one(&self, _locked: &QueueState) {
         if self.idle_slots.load(Ordering::SeqCst) > 0 {
             self.cond.notify_one();
         } else {
@@ -252,7 +253,12 @@ impl Queue {
     /// until there is one; `None` when the pool is finished or being killed, or `stop` is set.
     /// `idle`: the caller's slot is idle (its worker has nothing in flight); such callers are
     /// served first. Slots change this flag before calling [`slot_idle`](Self::slot_idle).
-    pub(crate) fn take(&self, max_items: usize, stop: &AtomicBool, idle: &AtomicBool) -> Option<Job> {
+    pub(crate) fn take(
+        &self,
+        max_items: usize,
+        stop: &AtomicBool,
+        idle: &AtomicBool,
+    ) -> Option<Job> {
         let max_items = max_items.max(1);
         let mut st = self.lock();
         let job = loop {

@@ -358,7 +358,8 @@ fn receive(shared: &Shared, slot: &Slot, h: &WorkerHandle) -> (End, bool) {
         if let Some(t) = shared.task_timeout {
             let (running, since) = h.status.running();
             if running != 0 {
-                let deadline = since.saturating_add(u64::try_from(t.as_nanos()).unwrap_or(u64::MAX));
+                let deadline =
+                    since.saturating_add(u64::try_from(t.as_nanos()).unwrap_or(u64::MAX));
                 let now = sys::now_ns();
                 if now >= deadline {
                     sys::kill_worker(h.pid);

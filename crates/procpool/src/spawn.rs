@@ -138,8 +138,7 @@ pub(crate) fn spawn(setup: &Arc<WorkerSetup>, count: usize) -> Vec<Result<Worker
 
 /// Fork one worker. Runs on the spawner thread only (invariant F1 in `sys.rs`).
 fn spawn_one(setup: &Arc<WorkerSetup>) -> Result<WorkerHandle, String> {
-    let (task_tx, task_rx) =
-        ipc::bytes_channel().map_err(|e| format!("task channel: {e}"))?;
+    let (task_tx, task_rx) = ipc::bytes_channel().map_err(|e| format!("task channel: {e}"))?;
     let (res_tx, res_rx) =
         ipc::channel::<FromWorker>().map_err(|e| format!("result channel: {e}"))?;
     let status = StatusPage::new().map_err(|e| format!("status page: {e}"))?;

@@ -186,7 +186,13 @@ pub(crate) fn child_setup(parent: Pid, foreign_fds: &[RawFd]) -> bool {
     let _ = signal::pthread_sigmask(SigmaskHow::SIG_SETMASK, Some(&SigSet::empty()), None);
     // SAFETY: prctl(PR_SET_PDEATHSIG) takes plain integers and touches no memory.
     unsafe {
-        libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL as libc::c_ulong, 0, 0, 0);
+        libc::prctl(
+            libc::PR_SET_PDEATHSIG,
+            libc::SIGKILL as libc::c_ulong,
+            0,
+            0,
+            0,
+        );
     }
     if nix::unistd::getppid() != parent {
         return false;

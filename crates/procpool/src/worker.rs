@@ -55,7 +55,10 @@ pub(crate) fn main_loop(
         let msg: ToWorker<'_> = match postcard::from_bytes(&bytes) {
             Ok(m) => m,
             Err(e) => {
-                eprintln!("poolrun worker {}: undecodable message from the pool: {e}", std::process::id());
+                eprintln!(
+                    "poolrun worker {}: undecodable message from the pool: {e}",
+                    std::process::id()
+                );
                 return 2;
             }
         };
@@ -82,7 +85,10 @@ pub(crate) fn main_loop(
             done += 1;
             let quota_hit = setup.max_tasks.is_some_and(|m| done >= m);
             if k + 1 == n || quota_hit || last_flush.elapsed() >= FLUSH_EVERY {
-                if tx.send(FromWorker::Results(std::mem::take(&mut out))).is_err() {
+                if tx
+                    .send(FromWorker::Results(std::mem::take(&mut out)))
+                    .is_err()
+                {
                     return 0;
                 }
                 last_flush = Instant::now();

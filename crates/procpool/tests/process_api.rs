@@ -47,11 +47,15 @@ fn submit_runs_in_another_process() {
 fn map_in_order_with_chunks_and_per_item_errors() {
     let p = pool(2);
     for chunk in [1, 4, 256] {
-        let out: Vec<Result<u64, TaskError>> = p.map(fail_on_13, 0..40u64).chunksize(chunk).collect();
+        let out: Vec<Result<u64, TaskError>> =
+            p.map(fail_on_13, 0..40u64).chunksize(chunk).collect();
         assert_eq!(out.len(), 40);
         for (i, r) in out.iter().enumerate() {
             if i == 13 {
-                assert!(matches!(r, Err(TaskError::Panicked { message }) if message.contains("thirteen")), "{r:?}");
+                assert!(
+                    matches!(r, Err(TaskError::Panicked { message }) if message.contains("thirteen")),
+                    "{r:?}"
+                );
             } else {
                 assert_eq!(r, &Ok(i as u64), "chunksize {chunk}");
             }
@@ -70,7 +74,12 @@ fn map_in_order_with_chunks_and_per_item_errors() {
 #[test]
 fn map_is_lazy_over_endless_input() {
     let p = pool(2);
-    let first: Vec<u64> = p.map(square, 0u64..).chunksize(8).take(100).map(|r| r.unwrap()).collect();
+    let first: Vec<u64> = p
+        .map(square, 0u64..)
+        .chunksize(8)
+        .take(100)
+        .map(|r| r.unwrap())
+        .collect();
     assert_eq!(first[99], 99 * 99);
 }
 
@@ -84,7 +93,11 @@ fn callbacks_run_in_a_parent_thread() {
         *s2.lock().unwrap() = Some((std::process::id(), r.clone()));
     });
     let wpid = f.result_timeout(LIMIT).unwrap();
-    let got = seen.lock().unwrap().clone().expect("callback ran before result returned");
+    let got = seen
+        .lock()
+        .unwrap()
+        .clone()
+        .expect("callback ran before result returned");
     assert_eq!(got.0, std::process::id(), "callback must run in the parent");
     assert_eq!(got.1, Ok(wpid));
 }
@@ -97,7 +110,10 @@ fn queued_tasks_stay_cancellable() {
     // one may be handed to the worker ahead of time; everything behind stays cancellable
     let queued: Vec<_> = (0..5).map(|_| p.submit(sleep_ms, 1)).collect();
     let cancelled = queued.iter().filter(|f| f.cancel()).count();
-    assert!(cancelled >= 4, "only {cancelled} of 5 queued tasks could be cancelled");
+    assert!(
+        cancelled >= 4,
+        "only {cancelled} of 5 queued tasks could be cancelled"
+    );
     assert!(!running.cancel());
     assert_eq!(running.result_timeout(LIMIT), Ok(300));
     for f in queued {
@@ -109,7 +125,10 @@ fn queued_tasks_stay_cancellable() {
 #[test]
 fn wait_and_as_completed() {
     let p = pool(2);
-    let fs: Vec<_> = [200u64, 1, 1].iter().map(|&ms| p.submit(sleep_ms, ms)).collect();
+    let fs: Vec<_> = [200u64, 1, 1]
+        .iter()
+        .map(|&ms| p.submit(sleep_ms, ms))
+        .collect();
     let (done, _pending) = wait(&fs, Some(LIMIT), ReturnWhen::FirstCompleted);
     assert!(!done.is_empty());
     let (done, pending) = wait(&fs, Some(LIMIT), ReturnWhen::AllCompleted);
@@ -132,7 +151,10 @@ fn shutdown_semantics() {
         let r = f.result_timeout(LIMIT);
         assert!(r == Ok(1) || r == Err(TaskError::Cancelled), "{r:?}");
     }
-    assert_eq!(p.submit(square, 2).result_timeout(LIMIT), Err(TaskError::Shutdown));
+    assert_eq!(
+        p.submit(square, 2).result_timeout(LIMIT),
+        Err(TaskError::Shutdown)
+    );
     p.shutdown(true, false); // idempotent
     assert!(p.shutdown_timeout(false, Duration::from_millis(10)));
     assert!(p.worker_pids().is_empty());
@@ -172,13 +194,20 @@ fn daemon_drop_kills_at_once() {
     let pids = p.worker_pids();
     let t = std::time::Instant::now();
     drop(p);
-    assert!(t.elapsed() < Duration::from_secs(10), "drop took {:?}", t.elapsed());
+    assert!(
+        t.elapsed() < Duration::from_secs(10),
+        "drop took {:?}",
+        t.elapsed()
+    );
     for f in long {
         assert_eq!(f.result_timeout(LIMIT), Err(TaskError::Shutdown));
     }
     for f in queued {
         let r = f.result_timeout(LIMIT);
-        assert!(matches!(r, Err(TaskError::Cancelled) | Err(TaskError::Shutdown)), "{r:?}");
+        assert!(
+            matches!(r, Err(TaskError::Cancelled) | Err(TaskError::Shutdown)),
+            "{r:?}"
+        );
     }
     assert_reaped(&pids, LIMIT);
 }
@@ -226,10 +255,28 @@ fn returns_undecodable(_: u8) -> Undecodable {
 fn codec_errors_fail_only_their_task() {
     let p = pool(1);
     let pid = p.submit(my_pid, ()).result_timeout(LIMIT).unwrap();
-    assert!(matches!(p.submit(takes_unencodable, Unencodable).result_timeout(LIMIT), Err(TaskError::Codec(_))));
-    assert!(matches!(p.submit(returns_unencodable, 1).result_timeout(LIMIT).map(|_| ()), Err(TaskError::Codec(_))));
-    assert!(matches!(p.submit(takes_undecodable, Undecodable).result_timeout(LIMIT), Err(TaskError::Codec(_))));
-    assert!(matches!(p.submit(returns_undecodable, 1).result_timeout(LIMIT).map(|_| ()), Err(TaskError::Codec(_))));
+    assert!(matches!(
+        p.submit(takes_unencodable, Unencodable)
+            .result_timeout(LIMIT),
+        Err(TaskError::Codec(_))
+    ));
+    assert!(matches!(
+        p.submit(returns_unencodable, 1)
+            .result_timeout(LIMIT)
+            .map(|_| ()),
+        Err(TaskError::Codec(_))
+    ));
+    assert!(matches!(
+        p.submit(takes_undecodable, Undecodable)
+            .result_timeout(LIMIT),
+        Err(TaskError::Codec(_))
+    ));
+    assert!(matches!(
+        p.submit(returns_undecodable, 1)
+            .result_timeout(LIMIT)
+            .map(|_| ()),
+        Err(TaskError::Codec(_))
+    ));
     // the same worker is still there and works
     assert_eq!(p.submit(my_pid, ()).result_timeout(LIMIT), Ok(pid));
 }
@@ -250,7 +297,11 @@ fn initializer_runs_once_per_worker() {
     let p = ProcessPool::new(PoolConfig::new().workers(2).initializer(init_set, 7)).unwrap();
     let vals: Vec<usize> = p.map(read_init, vec![(); 20]).map(|r| r.unwrap()).collect();
     assert!(vals.iter().all(|&v| v == 7), "{vals:?}");
-    assert_eq!(INIT_VALUE.load(Ordering::SeqCst), 0, "the initializer must not run in the parent");
+    assert_eq!(
+        INIT_VALUE.load(Ordering::SeqCst),
+        0,
+        "the initializer must not run in the parent"
+    );
 }
 
 #[test]
@@ -260,9 +311,15 @@ fn failing_initializer_fails_tasks_without_respawning() {
     let out: Vec<_> = (0..6).map(|i| p.submit(square, i)).collect();
     for f in out {
         let r = f.result_timeout(LIMIT);
-        assert!(matches!(&r, Err(TaskError::Initializer(m)) if m.contains("no database")), "{r:?}");
+        assert!(
+            matches!(&r, Err(TaskError::Initializer(m)) if m.contains("no database")),
+            "{r:?}"
+        );
     }
-    assert!(p.worker_pids().is_empty(), "no respawn after an initializer failure");
+    assert!(
+        p.worker_pids().is_empty(),
+        "no respawn after an initializer failure"
+    );
     assert_reaped(&first, LIMIT);
 }
 
@@ -270,13 +327,20 @@ fn failing_initializer_fails_tasks_without_respawning() {
 fn max_tasks_per_child_recycles_without_deadlock() {
     let p = ProcessPool::new(PoolConfig::new().workers(2).max_tasks_per_child(Some(1))).unwrap();
     let fs: Vec<_> = (0..10).map(|_| p.submit(my_pid, ())).collect();
-    let mut pids: Vec<u32> = fs.into_iter().map(|f| f.result_timeout(LIMIT).unwrap()).collect();
+    let mut pids: Vec<u32> = fs
+        .into_iter()
+        .map(|f| f.result_timeout(LIMIT).unwrap())
+        .collect();
     pids.sort();
     pids.dedup();
     assert_eq!(pids.len(), 10, "each task ran in a fresh worker");
     // chunks larger than the quota are split, not lost
     let p = ProcessPool::new(PoolConfig::new().workers(2).max_tasks_per_child(Some(3))).unwrap();
-    let v: Vec<u64> = p.map(square, 0..50u64).chunksize(8).map(|r| r.unwrap()).collect();
+    let v: Vec<u64> = p
+        .map(square, 0..50u64)
+        .chunksize(8)
+        .map(|r| r.unwrap())
+        .collect();
     assert_eq!(v.len(), 50);
     assert_eq!(v[49], 49 * 49);
 }
@@ -293,7 +357,10 @@ fn count_checkpoints(n: u64) -> u64 {
 #[test]
 fn gil_mode_gives_each_worker_its_own_gil() {
     let p = ProcessPool::new(PoolConfig::new().workers(2).gil(GilMode::cpython())).unwrap();
-    let v: Vec<u64> = p.map(count_checkpoints, vec![1000u64; 8]).map(|r| r.unwrap()).collect();
+    let v: Vec<u64> = p
+        .map(count_checkpoints, vec![1000u64; 8])
+        .map(|r| r.unwrap())
+        .collect();
     assert!(v.iter().all(|&x| x == 499_500));
 }
 

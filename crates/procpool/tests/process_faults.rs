@@ -54,37 +54,77 @@ fn check_crash(crash: fn(()) -> u32, expect: impl Fn(&TaskError) -> bool) {
         Err(e) if expect(e) => {}
         other => panic!("unexpected outcome {other:?}"),
     }
-    let Err(TaskError::WorkerDied { pid, .. }) = r else { unreachable!() };
-    assert!(before.contains(&pid), "the error names the worker that died");
+    let Err(TaskError::WorkerDied { pid, .. }) = r else {
+        unreachable!()
+    };
+    assert!(
+        before.contains(&pid),
+        "the error names the worker that died"
+    );
     assert_eq!(ok1.result_timeout(LIMIT), Ok(50));
     for f in ok2 {
         assert_eq!(f.result_timeout(LIMIT), Ok(5));
     }
     // reaped (no zombie) and replaced
     assert_reaped(&[pid], LIMIT);
-    assert!(eventually(LIMIT, || p.worker_pids().len() == 2 && !p.worker_pids().contains(&pid)));
+    assert!(eventually(LIMIT, || p.worker_pids().len() == 2
+        && !p.worker_pids().contains(&pid)));
     let again = p.submit(my_pid, ()).result_timeout(LIMIT).unwrap();
     assert_ne!(again, pid);
 }
 
 #[test]
 fn sigkill_mid_task() {
-    check_crash(self_kill, |e| matches!(e, TaskError::WorkerDied { signal: Some(9), exit_code: None, .. }));
+    check_crash(self_kill, |e| {
+        matches!(
+            e,
+            TaskError::WorkerDied {
+                signal: Some(9),
+                exit_code: None,
+                ..
+            }
+        )
+    });
 }
 
 #[test]
 fn abort_in_task() {
-    check_crash(do_abort, |e| matches!(e, TaskError::WorkerDied { signal: Some(6), .. }));
+    check_crash(do_abort, |e| {
+        matches!(
+            e,
+            TaskError::WorkerDied {
+                signal: Some(6),
+                ..
+            }
+        )
+    });
 }
 
 #[test]
 fn segfault_in_task() {
-    check_crash(do_segfault, |e| matches!(e, TaskError::WorkerDied { signal: Some(11), .. }));
+    check_crash(do_segfault, |e| {
+        matches!(
+            e,
+            TaskError::WorkerDied {
+                signal: Some(11),
+                ..
+            }
+        )
+    });
 }
 
 #[test]
 fn exit_in_task() {
-    check_crash(do_exit3, |e| matches!(e, TaskError::WorkerDied { signal: None, exit_code: Some(3), .. }));
+    check_crash(do_exit3, |e| {
+        matches!(
+            e,
+            TaskError::WorkerDied {
+                signal: None,
+                exit_code: Some(3),
+                ..
+            }
+        )
+    });
 }
 
 #[test]
@@ -97,7 +137,11 @@ fn external_kill_of_a_busy_worker() {
     sigkill(wpid);
     assert_eq!(
         f.result_timeout(LIMIT),
-        Err(TaskError::WorkerDied { pid: wpid, signal: Some(9), exit_code: None })
+        Err(TaskError::WorkerDied {
+            pid: wpid,
+            signal: Some(9),
+            exit_code: None
+        })
     );
     assert_reaped(&[wpid], LIMIT);
     assert_eq!(p.submit(sleep_ms, 1).result_timeout(LIMIT), Ok(1));
@@ -110,13 +154,20 @@ fn idle_worker_killed_is_replaced_without_failing_anything() {
     sigkill(pids[0]);
     assert_reaped(&[pids[0]], LIMIT);
     assert!(eventually(LIMIT, || p.worker_pids().len() == 2));
-    let v: Vec<u64> = p.map(sleep_ms, vec![1u64; 10]).map(|r| r.unwrap()).collect();
+    let v: Vec<u64> = p
+        .map(sleep_ms, vec![1u64; 10])
+        .map(|r| r.unwrap())
+        .collect();
     assert_eq!(v.len(), 10);
 }
 
 /// Spawns `sleep 60` in the worker's process group, reports its pid, then hangs.
+#[allow(clippy::zombie_processes)] // the worker is killed with its group; init reaps `sleep`
 fn spawn_grandchild_and_hang(path: String) -> u32 {
-    let child = std::process::Command::new("sleep").arg("60").spawn().expect("spawn sleep");
+    let child = std::process::Command::new("sleep")
+        .arg("60")
+        .spawn()
+        .expect("spawn sleep");
     let _ = std::fs::write(&path, child.id().to_string());
     std::thread::sleep(Duration::from_secs(60));
     0
@@ -130,15 +181,25 @@ fn timeout_kills_worker_and_its_process_group() {
     let _ = std::fs::remove_file(&path);
     let wpid = p.submit(my_pid, ()).result_timeout(LIMIT).unwrap();
     let t = Instant::now();
-    let f = p.submit(spawn_grandchild_and_hang, path.to_string_lossy().into_owned());
+    let f = p.submit(
+        spawn_grandchild_and_hang,
+        path.to_string_lossy().into_owned(),
+    );
     let r = f.result_timeout(LIMIT);
     assert_eq!(r.map(|_| ()), Err(TaskError::TimedOut { after: timeout }));
     assert!(t.elapsed() >= timeout);
-    let gc: u32 = std::fs::read_to_string(&path).unwrap().trim().parse().unwrap();
+    let gc: u32 = std::fs::read_to_string(&path)
+        .unwrap()
+        .trim()
+        .parse()
+        .unwrap();
     let _ = std::fs::remove_file(&path);
     // the grandchild (same process group) is gone too (a zombie until init reaps it is fine)
     assert!(
-        eventually(LIMIT, || !matches!(proc_state(gc), Some((s, _)) if s != 'Z')),
+        eventually(
+            LIMIT,
+            || !matches!(proc_state(gc), Some((s, _)) if s != 'Z')
+        ),
         "grandchild {gc} survived: {:?}",
         proc_state(gc)
     );
@@ -161,7 +222,16 @@ fn crash_inside_a_chunk_fails_only_that_item() {
         let out: Vec<_> = p.map(crash_on_7, 0..30u64).chunksize(chunk).collect();
         for (i, r) in out.iter().enumerate() {
             if i == 7 {
-                assert!(matches!(r, Err(TaskError::WorkerDied { signal: Some(6), .. })), "chunk {chunk}: {r:?}");
+                assert!(
+                    matches!(
+                        r,
+                        Err(TaskError::WorkerDied {
+                            signal: Some(6),
+                            ..
+                        })
+                    ),
+                    "chunk {chunk}: {r:?}"
+                );
             } else {
                 assert_eq!(r, &Ok(i as u64), "chunk {chunk}");
             }
@@ -219,7 +289,10 @@ fn random_kills_lose_nothing_and_duplicate_nothing() {
     let kills = killer.join().unwrap();
     assert_eq!(ok + died, n);
     assert!(kills > 0);
-    assert!(died <= u64::from(kills), "{died} failures for {kills} kills");
+    assert!(
+        died <= u64::from(kills),
+        "{died} failures for {kills} kills"
+    );
     // and with a map over chunks
     let out: Vec<_> = p.map(tiny, 0..300u64).chunksize(16).collect();
     assert_eq!(out.len(), 300);
@@ -237,7 +310,9 @@ fn sixty_four_mib_argument_and_result() {
     let p = pool(2);
     let n = 64 << 20;
     let data: Vec<u8> = (0..n).map(|i| (i % 251) as u8).collect();
-    let fs: Vec<_> = (0..2).map(|_| p.submit(echo_len, serde_bytes::ByteBuf::from(data.clone()))).collect();
+    let fs: Vec<_> = (0..2)
+        .map(|_| p.submit(echo_len, serde_bytes::ByteBuf::from(data.clone())))
+        .collect();
     for f in fs {
         let back = f.result_timeout(Duration::from_secs(60)).unwrap();
         assert_eq!(back.len(), n);
@@ -255,9 +330,15 @@ fn crashing_initializer_is_stopped_by_the_restart_limit() {
     let fs: Vec<_> = (0..4u64).map(|i| p.submit(sleep_ms, i)).collect();
     for f in fs {
         let r = f.result_timeout(LIMIT);
-        assert!(matches!(&r, Err(TaskError::Broken(m)) if m.contains("failed to start")), "{r:?}");
+        assert!(
+            matches!(&r, Err(TaskError::Broken(m)) if m.contains("failed to start")),
+            "{r:?}"
+        );
     }
-    assert!(matches!(p.submit(sleep_ms, 1).result_timeout(LIMIT), Err(TaskError::Broken(_))));
+    assert!(matches!(
+        p.submit(sleep_ms, 1).result_timeout(LIMIT),
+        Err(TaskError::Broken(_))
+    ));
     // no fork bomb: the slots stopped respawning
     std::thread::sleep(Duration::from_millis(100));
     assert!(p.worker_pids().is_empty(), "{:?}", p.worker_pids());

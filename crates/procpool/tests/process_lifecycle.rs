@@ -47,13 +47,27 @@ fn no_zombies_and_fds_back_to_baseline() {
         )
         .unwrap();
         all_pids.extend(p.worker_pids());
-        let v: Vec<_> = p.map(my_pid, vec![(); 40]).chunksize(3).map(|r| r.unwrap()).collect();
+        let v: Vec<_> = p
+            .map(my_pid, vec![(); 40])
+            .chunksize(3)
+            .map(|r| r.unwrap())
+            .collect();
         all_pids.extend(v);
-        assert!(matches!(p.submit(do_abort, ()).result_timeout(LIMIT), Err(TaskError::WorkerDied { .. })));
-        assert!(matches!(p.submit(sleep_ms, 5_000).result_timeout(LIMIT), Err(TaskError::TimedOut { .. })));
+        assert!(matches!(
+            p.submit(do_abort, ()).result_timeout(LIMIT),
+            Err(TaskError::WorkerDied { .. })
+        ));
+        assert!(matches!(
+            p.submit(sleep_ms, 5_000).result_timeout(LIMIT),
+            Err(TaskError::TimedOut { .. })
+        ));
         all_pids.extend(p.worker_pids());
         // at any time a dead worker is reaped within milliseconds: no lingering zombie
-        assert!(eventually(LIMIT, || our_zombies().is_empty()), "zombies: {:?}", our_zombies());
+        assert!(
+            eventually(LIMIT, || our_zombies().is_empty()),
+            "zombies: {:?}",
+            our_zombies()
+        );
         let _pending: Vec<_> = (0..3).map(|_| p.submit(sleep_ms, 20)).collect();
         drop(p);
     }
@@ -73,12 +87,19 @@ fn shutdown_leaves_no_children() {
     let _g = serial();
     let p = ProcessPool::new(PoolConfig::new().workers(4)).unwrap();
     let pids = p.worker_pids();
-    let v: Vec<_> = p.map(sleep_ms, vec![2u64; 16]).map(|r| r.unwrap()).collect();
+    let v: Vec<_> = p
+        .map(sleep_ms, vec![2u64; 16])
+        .map(|r| r.unwrap())
+        .collect();
     assert_eq!(v.len(), 16);
     p.shutdown(true, false);
     // after shutdown(wait) returns, the pool's children are already reaped
     for pid in &pids {
-        assert!(!is_our_child(*pid), "worker {pid} still our child: {:?}", proc_state(*pid));
+        assert!(
+            !is_our_child(*pid),
+            "worker {pid} still our child: {:?}",
+            proc_state(*pid)
+        );
     }
 }
 
@@ -118,7 +139,10 @@ fn parent_sigkill_leaves_no_worker_alive() {
         .collect();
     assert_eq!(pids.len(), 4);
     for &p in &pids {
-        assert!(matches!(proc_state(p), Some((s, _)) if s != 'Z'), "worker {p} not alive before the kill");
+        assert!(
+            matches!(proc_state(p), Some((s, _)) if s != 'Z'),
+            "worker {p} not alive before the kill"
+        );
     }
     child.kill().expect("SIGKILL helper"); // std's kill is SIGKILL
     child.wait().expect("reap helper");
@@ -168,6 +192,10 @@ fn busy_multithreaded_host_forks_and_respawns_safely() {
     let status = status.expect("helper hung (deadlock in a forked worker?)");
     assert!(status.success(), "helper failed: {status:?}");
     let last = rx.recv_timeout(LIMIT).expect("helper output");
-    let ok: u32 = last.trim_start_matches("OK ").trim().parse().expect("OK count");
+    let ok: u32 = last
+        .trim_start_matches("OK ")
+        .trim()
+        .parse()
+        .expect("OK count");
     assert!(ok >= 250, "only {ok} of 300 tasks succeeded");
 }

@@ -59,7 +59,9 @@ pub fn our_zombies() -> Vec<u32> {
 
 /// Open fds of this process.
 pub fn fd_count() -> usize {
-    std::fs::read_dir("/proc/self/fd").map(|d| d.count()).unwrap_or(0)
+    std::fs::read_dir("/proc/self/fd")
+        .map(|d| d.count())
+        .unwrap_or(0)
 }
 
 /// SIGKILL a process (test helper; the pid is a live worker we were just told about).
