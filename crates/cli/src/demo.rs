@@ -445,3 +445,56 @@ fn callbacks(pool: &Pool) -> i32 {
     }
     code
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn demo(scenario: Scenario, mode: Mode, lockdep: bool, fix: Option<Fix>) -> i32 {
+        run(&DemoArgs {
+            scenario,
+            mode,
+            lockdep,
+            fix,
+        })
+    }
+
+    #[test]
+    fn scenarios_succeed_in_both_modes() {
+        for mode in [Mode::Thread, Mode::Process] {
+            assert_eq!(demo(Scenario::Dialogue, mode, false, None), 0, "{mode}");
+            assert_eq!(demo(Scenario::Event, mode, false, None), 0, "{mode}");
+            assert_eq!(demo(Scenario::Callbacks, mode, false, None), 0, "{mode}");
+        }
+    }
+
+    #[test]
+    fn deadlock_is_caught_or_fixed() {
+        for mode in [Mode::Thread, Mode::Process] {
+            let t0 = Instant::now();
+            assert_eq!(demo(Scenario::Deadlock, mode, true, None), 1, "{mode}");
+            assert!(
+                t0.elapsed() < Duration::from_secs(2),
+                "{mode}: lockdep answers at once"
+            );
+            assert_eq!(
+                demo(Scenario::Deadlock, mode, true, Some(Fix::Order)),
+                0,
+                "{mode}"
+            );
+            assert_eq!(
+                demo(Scenario::Deadlock, mode, false, Some(Fix::Rlock)),
+                0,
+                "{mode}"
+            );
+        }
+    }
+
+    #[test]
+    fn fix_is_only_for_deadlock() {
+        assert_eq!(
+            demo(Scenario::Event, Mode::Thread, false, Some(Fix::Order)),
+            2
+        );
+    }
+}
