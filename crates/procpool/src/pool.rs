@@ -34,6 +34,8 @@ pub(crate) struct Shared {
     pub max_tasks: Option<usize>,
     /// Workers in a row that died before becoming ready.
     startup_failures: AtomicUsize,
+    /// Where the direct-dispatch scan starts (round robin).
+    next_slot: AtomicUsize,
     init_reported: AtomicBool,
     live_threads: Mutex<usize>,
     threads_done: Condvar,
@@ -43,6 +45,11 @@ impl Shared {
     /// The collectors should not fork replacements any more.
     pub(crate) fn stop_spawning(&self) -> bool {
         self.queue.is_killing() || self.queue.is_finished() || self.queue.broken().is_some()
+    }
+
+    /// The slot a direct dispatch tries first.
+    pub(crate) fn next_slot(&self) -> usize {
+        self.next_slot.fetch_add(1, Ordering::Relaxed) % self.slots.len().max(1)
     }
 
     /// A worker got ready (or finished a task): the restart counter starts over.
@@ -137,11 +144,17 @@ impl Shared {
         if items.is_empty() {
             return futures;
         }
-        let job = Job {
+        let mut job = Job {
             trampoline,
             func,
             items,
         };
+        if !self.queue.is_closed() {
+            match slot::try_direct(self, job) {
+                Ok(()) => return futures,
+                Err(j) => job = j,
+            }
+        }
         match self.queue.push(job) {
             Ok(()) => {}
             Err(Rejected::Closed(job)) => job.fail_all(&TaskError::Shutdown),
@@ -235,6 +248,7 @@ impl ProcessPool {
             task_timeout: cfg.get_task_timeout(),
             max_tasks: cfg.get_max_tasks_per_child(),
             startup_failures: AtomicUsize::new(0),
+            next_slot: AtomicUsize::new(0),
             init_reported: AtomicBool::new(false),
             live_threads: Mutex::new(0),
             threads_done: Condvar::new(),

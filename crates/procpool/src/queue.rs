@@ -115,6 +115,8 @@ impl Job {
 struct QueueState {
     jobs: VecDeque<Job>,
     broken: Option<String>,
+    /// Feeders waiting on `cond` (their slot was idle when they went to sleep).
+    idle_waiting: usize,
 }
 
 /// The pool-wide queue.
@@ -191,7 +193,7 @@ impl Queue {
     /// A slot became idle (`true`) or busy (`false`). Called under that slot's lock.
     pub(crate) fn slot_idle(&self, idle: bool) {
         let wake = if idle {
-            // Its feeder may be waiting among the "ahead" feeders: let it re-check.
+            // Its feeder may be waiting among the "ahead" feeders.
             self.idle_slots.fetch_add(1, Ordering::SeqCst);
             true
         } else {
@@ -199,19 +201,44 @@ impl Queue {
             self.idle_slots.fetch_sub(1, Ordering::SeqCst) == 1
         };
         if wake {
-            let _g = self.lock();
-            self.ahead.notify_all();
+            // Only queued jobs make a re-check worth a wake-up; a job pushed later wakes
+            // the right feeder itself (`wake_one`).
+            let st = self.lock();
+            if !st.jobs.is_empty() {
+                self.ahead.notify_all();
+            }
         }
     }
 
-    /// Wake one feeder for a new job: an idle worker's first. `_locked` proves the caller
+    /// Wake one feeder for a new job: an idle worker's first. `locked` proves the caller
     /// holds the queue lock (no lost wake-up).
-    fn wake_one(&self, _locked: &QueueState) {
+    fn wake_one(&self, locked: &QueueState) {
         if self.idle_slots.load(Ordering::SeqCst) > 0 {
-            self.cond.notify_one();
+            if locked.idle_waiting > 0 {
+                self.cond.notify_one();
+            } else {
+                // The idle slot's feeder went to sleep before its worker became idle (or
+                // is on its way): let the sleepers re-check which kind they are.
+                self.ahead.notify_all();
+            }
         } else {
             self.ahead.notify_one();
+            if locked.idle_waiting > 0 {
+                // A feeder asleep as "idle" whose worker got busy since (a direct
+                // dispatch) may take the job ahead too.
+                self.cond.notify_one();
+            }
         }
+    }
+
+    /// How many slots are idle right now.
+    pub(crate) fn idle_slots(&self) -> usize {
+        self.idle_slots.load(Ordering::SeqCst)
+    }
+
+    /// True if no job is queued.
+    pub(crate) fn is_empty(&self) -> bool {
+        self.lock().jobs.is_empty()
     }
 
     /// Queue a new job at the back.
@@ -283,11 +310,21 @@ impl Queue {
                 break None;
             }
             // Every state change notifies; the timeout is only a backstop.
-            let cond = if idle { &self.cond } else { &self.ahead };
-            st = cond
-                .wait_timeout(st, Duration::from_millis(500))
-                .unwrap_or_else(|p| p.into_inner())
-                .0;
+            if idle {
+                st.idle_waiting += 1;
+                st = self
+                    .cond
+                    .wait_timeout(st, Duration::from_millis(500))
+                    .unwrap_or_else(|p| p.into_inner())
+                    .0;
+                st.idle_waiting -= 1;
+            } else {
+                st = self
+                    .ahead
+                    .wait_timeout(st, Duration::from_millis(500))
+                    .unwrap_or_else(|p| p.into_inner())
+                    .0;
+            }
         };
         if !st.jobs.is_empty() {
             // More work (or the rest of a split job) for the next feeder in line.

@@ -264,26 +264,82 @@ pub(crate) fn feeder(shared: Arc<Shared>, idx: usize) {
         };
         match tx {
             Err(job) => requeue(&shared, vec![job]),
-            Ok(tx) => {
-                if let Err(e) = tx.send(&bytes) {
-                    // The worker is gone (its collector will see it) or the channel broke:
-                    // kill it so the collector re-queues the job and replaces the worker.
-                    let st = slot.lock();
-                    if st.generation == generation {
-                        if let Some(c) = &st.conn {
-                            if !sys::has_exited(c.pid) {
-                                eprintln!(
-                                    "poolrun: sending a task to worker {} failed ({e}); replacing the worker",
-                                    c.pid
-                                );
-                            }
-                            sys::kill_worker(c.pid);
-                        }
-                    }
+            Ok(tx) => send_or_kill(slot, generation, &tx, &bytes),
+        }
+    }
+}
+
+/// Send a published job. On failure the worker is gone (its collector will see it) or the
+/// channel broke: kill it, so the collector re-queues the job and replaces the worker.
+fn send_or_kill(slot: &Slot, generation: u64, tx: &IpcBytesSender, bytes: &[u8]) {
+    if let Err(e) = tx.send(bytes) {
+        let st = slot.lock();
+        if st.generation == generation {
+            if let Some(c) = &st.conn {
+                if !sys::has_exited(c.pid) {
+                    eprintln!(
+                        "poolrun: sending a task to worker {} failed ({e}); replacing the worker",
+                        c.pid
+                    );
                 }
+                sys::kill_worker(c.pid);
             }
         }
     }
+}
+
+/// Jobs up to this size may be sent by the submitting thread itself (a message this small
+/// fits the idle worker's empty socket buffer, so the send cannot block on the work).
+const DIRECT_MAX_BYTES: usize = 64 * 1024;
+
+/// The latency path: when the queue is empty and a worker is idle, the submitting thread
+/// hands a small job straight to that worker, saving the wake-up of a feeder thread.
+/// Gives the job back if that is not possible (it is then queued as usual).
+pub(crate) fn try_direct(shared: &Shared, job: Job) -> Result<(), Job> {
+    let q = &shared.queue;
+    if q.idle_slots() == 0 {
+        return Err(job);
+    }
+    let size: usize = job.items.iter().map(|it| it.arg.len() + 16).sum();
+    if size > DIRECT_MAX_BYTES || !q.is_empty() {
+        return Err(job);
+    }
+    let bytes = match encode_job(&job) {
+        Ok(b) => b,
+        Err(_) => return Err(job),
+    };
+    let n = shared.slots.len();
+    let start = shared.next_slot();
+    for k in 0..n {
+        let slot = &shared.slots[(start + k) % n];
+        if !slot.idle.load(Ordering::SeqCst) {
+            continue;
+        }
+        let mut st = slot.lock();
+        if !st.counted_idle {
+            continue;
+        }
+        let Some(c) = &st.conn else { continue };
+        let left = shared
+            .max_tasks
+            .map_or(usize::MAX, |m| m.saturating_sub(st.sent));
+        if job.items.len() > left {
+            continue;
+        }
+        let (tx, generation) = (c.tx.clone(), st.generation);
+        // Fresh items: nobody could cancel them yet, so every one starts.
+        if !job.items.iter().all(|it| it.start()) {
+            drop(st);
+            return Err(job);
+        }
+        st.sent += job.items.len();
+        st.in_flight.push_back(job);
+        st.refresh_idle(&slot.idle, q, shared.max_tasks);
+        drop(st);
+        send_or_kill(slot, generation, &tx, &bytes);
+        return Ok(());
+    }
+    Err(job)
 }
 
 fn requeue(shared: &Shared, jobs: Vec<Job>) {
