@@ -197,11 +197,7 @@ fn sigkilled_owner_leaves_nothing_behind() {
             assert_eq!(b[0], 1);
             kill(child, Signal::SIGKILL).unwrap();
             let end = Instant::now() + Duration::from_secs(10);
-            loop {
-                match waitpid(child, Some(WaitPidFlag::WNOHANG)).unwrap() {
-                    WaitStatus::StillAlive => {}
-                    _ => break,
-                }
+            while let WaitStatus::StillAlive = waitpid(child, Some(WaitPidFlag::WNOHANG)).unwrap() {
                 assert!(Instant::now() < end, "child not reaped");
                 std::thread::sleep(Duration::from_millis(2));
             }

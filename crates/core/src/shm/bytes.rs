@@ -27,10 +27,14 @@ impl SharedBytes {
     /// Copy `data` into a new shared segment.
     pub fn from_slice(data: &[u8]) -> Result<SharedBytes, ShmError> {
         let map = Mapping::create(Kind::Bytes, data.len(), 1, "")?;
-        // SAFETY: the data area of a fresh segment is `data.len()` writable bytes (M1 in
-        // segment.rs) that no other handle or process can see yet; `data` is a different
-        // allocation, so the ranges do not overlap.
-        unsafe { std::ptr::copy_nonoverlapping(data.as_ptr(), map.data_ptr(), data.len()) };
+        if data.len() >= 1 << 16 {
+            map.write_data(data)?;
+        } else {
+            // SAFETY: the data area of a fresh segment is `data.len()` writable bytes (M1 in
+            // segment.rs) that no other handle or process can see yet; `data` is a
+            // different allocation, so the ranges do not overlap.
+            unsafe { std::ptr::copy_nonoverlapping(data.as_ptr(), map.data_ptr(), data.len()) };
+        }
         Ok(SharedBytes { map })
     }
 

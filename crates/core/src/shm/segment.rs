@@ -267,6 +267,26 @@ impl Mapping {
         unsafe { self.ptr.as_ptr().add(HEADER_SIZE) }
     }
 
+    /// Fill the data area from `data` with `pwrite` on the memfd: the kernel allocates the
+    /// pages as it copies, instead of one page fault per 4 KiB page of a copy through the
+    /// mapping (about twice as fast for big buffers). `data.len()` must be `data_len`.
+    pub(crate) fn write_data(&self, data: &[u8]) -> Result<(), ShmError> {
+        debug_assert_eq!(data.len(), self.data_len);
+        let mut done = 0;
+        while done < data.len() {
+            let n = rustix::io::pwrite(&self.fd, &data[done..], (HEADER_SIZE + done) as u64)
+                .map_err(os("pwrite"))?;
+            if n == 0 {
+                return Err(ShmError::Os {
+                    op: "pwrite",
+                    source: std::io::Error::from(std::io::ErrorKind::WriteZero),
+                });
+            }
+            done += n;
+        }
+        Ok(())
+    }
+
     /// The state area of the header page ([`STATE_SIZE`] bytes, 8-aligned), where sync
     /// primitives keep their futex words.
     pub(crate) fn state_ptr(&self) -> *mut u8 {
