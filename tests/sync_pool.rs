@@ -222,3 +222,46 @@ fn owner_died_after_holder_thread_exits() {
     assert!(lock.acquire(Some(Duration::from_secs(1))).is_ok());
     p.shutdown(true, false);
 }
+
+/// Hold the lock while burning CPU under the GIL (checkpoints let others in).
+fn hold_and_spin((lock, started): (Lock, Event)) -> Result<u64, String> {
+    let _g = lock.acquire(T).map_err(|e| e.to_string())?;
+    started.set();
+    let t0 = std::time::Instant::now();
+    let mut x = 0u64;
+    while t0.elapsed() < Duration::from_millis(100) {
+        for i in 0..1000u64 {
+            x = x.wrapping_mul(31).wrapping_add(i);
+        }
+        poolrun::gil::checkpoint();
+    }
+    Ok(x)
+}
+
+fn wait_lock((lock, started): (Lock, Event)) -> Result<(), String> {
+    if !started.wait(T) {
+        return Err("holder never started".into());
+    }
+    // Blocks ~100 ms: must release the GIL meanwhile, or the holder could never finish.
+    lock.acquire(Some(Duration::from_secs(5)))
+        .map(|_| ())
+        .map_err(|e| e.to_string())
+}
+
+#[test]
+fn blocking_on_a_lock_releases_the_gil() {
+    let p = Pool::new(
+        Mode::Thread,
+        PoolConfig::new()
+            .workers(2)
+            .gil(poolrun::GilMode::cpython()),
+    )
+    .unwrap();
+    let lock = Lock::new().unwrap();
+    let started = Event::new().unwrap();
+    let w = p.submit(wait_lock, (lock.clone(), started.clone()));
+    let h = p.submit(hold_and_spin, (lock.clone(), started.clone()));
+    assert!(h.result().unwrap().is_ok());
+    assert_eq!(w.result(), Ok(Ok(())));
+    p.shutdown(true, false);
+}
