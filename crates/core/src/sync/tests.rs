@@ -460,3 +460,45 @@ fn no_fd_left_after_drop() {
         );
     }
 }
+
+#[test]
+fn condition_owner_died_and_wait_keeps_the_guard() {
+    let c = Condition::new().unwrap();
+    let held = Event::new().unwrap();
+    let (c2, h2) = (c.clone(), held.clone());
+    let child = spawn(move || {
+        std::mem::forget(c2.acquire(T).unwrap());
+        h2.set();
+        std::thread::sleep(Duration::from_secs(30));
+        0
+    });
+    assert!(held.wait(T));
+    kill(child, Signal::SIGKILL).unwrap();
+    assert!(
+        matches!(c.acquire(T), Err(SyncError::OwnerDied { pid }) if pid == child.as_raw() as u32)
+    );
+    let mut g = c.acquire(T).unwrap();
+    assert!(!c.wait(&mut g, Some(Duration::from_millis(2))).unwrap());
+    drop(g);
+    assert_eq!(
+        reap(child, Duration::from_secs(5)),
+        -(Signal::SIGKILL as i32)
+    );
+}
+
+#[test]
+fn zero_length_segments() {
+    let b = SharedBytes::from_slice(&[]).unwrap();
+    assert!(b.is_empty());
+    assert_eq!(b.as_ref().len(), 0);
+    let a = SharedArray::<u64>::new(0).unwrap();
+    assert!(a.is_empty());
+    let back: SharedBytes = crate::codec::decode(&crate::codec::encode(&b).unwrap()).unwrap();
+    assert_eq!(&back[..], &[] as &[u8]);
+    // A semaphore of 0 units: every acquire waits.
+    let s = Semaphore::new(0).unwrap();
+    assert!(matches!(
+        s.acquire(Some(Duration::from_millis(1))),
+        Err(SyncError::Timeout)
+    ));
+}
