@@ -67,6 +67,10 @@ def sync_peers():
         print(f"cpython lock_uncontended/{name}: {t / n * 1e9:.1f} ns per acquire+release "
               f"(loop overhead {base / n * 1e9:.1f} ns included)")
 
+    m = 20_000
+    t = best(3, lambda: [ctx.Lock() for _ in range(m)])
+    print(f"cpython create/multiprocessing.Lock(): {t / m * 1e6:.2f} us each")
+
     rounds = 20_000
     cond = ctx.Condition()
     turn = ctx.Value("i", 0, lock=False)

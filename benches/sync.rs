@@ -5,6 +5,8 @@
 //!   `multiprocessing.Lock` and `threading.Lock` run the same loop in
 //!   `benches/python_sync_peer.py`, which this bench runs at the end (if `python3` is on
 //!   PATH), so both land in the same run.
+//! - `create`: `Lock::new` (a memfd segment) against `std::sync::Mutex::new`; the peer
+//!   times `multiprocessing.Lock()`.
 //! - `condition_pingpong`: one round trip between this process and a forked child that
 //!   alternate strictly through one `Condition` (wait_for a turn flag in a `SharedArray`,
 //!   flip it, notify) — the same protocol the peer script runs with
@@ -151,7 +153,18 @@ fn python_peer() {
     }
 }
 
-criterion_group!(benches, lock_uncontended);
+/// Creating a primitive: a memfd segment (memfd_create, ftruncate, seals, mmap) vs a std
+/// Mutex (no system call). The peer script times `multiprocessing.Lock()`.
+fn create(c: &mut Criterion) {
+    let mut g = c.benchmark_group("create");
+    g.bench_function("poolrun_Lock_new", |b| {
+        b.iter(|| black_box(Lock::new().expect("Lock")))
+    });
+    g.bench_function("std_Mutex_new", |b| b.iter(|| black_box(Mutex::new(0u64))));
+    g.finish();
+}
+
+criterion_group!(benches, lock_uncontended, create);
 
 fn main() {
     // The partner is forked before criterion starts threads.

@@ -491,19 +491,21 @@ fn pin(map: Arc<Mapping>) {
 }
 
 /// Drop pins whose segment has been attached (pending 0) or that are older than PIN_MAX.
-/// Returns how many remain.
-fn sweep() -> usize {
+/// Returns how many remain and the age of the youngest.
+fn sweep() -> (usize, Duration) {
     let now = Instant::now();
     let mut dropped = Vec::new();
+    let mut youngest = PIN_MAX;
     let left = {
         let mut p = pins();
         let mut i = 0;
         while i < p.len() {
-            let done = p[i].map.header().pending.load(Ordering::Acquire) == 0
-                || now.duration_since(p[i].since) > PIN_MAX;
+            let age = now.duration_since(p[i].since);
+            let done = p[i].map.header().pending.load(Ordering::Acquire) == 0 || age > PIN_MAX;
             if done {
                 dropped.push(p.swap_remove(i));
             } else {
+                youngest = youngest.min(age);
                 i += 1;
             }
         }
@@ -511,14 +513,23 @@ fn sweep() -> usize {
     };
     // Unmap outside the pins lock.
     drop(dropped);
-    left
+    (left, youngest)
 }
 
 fn sweeper() {
     let me = std::process::id();
+    let mut nap = Duration::from_millis(2);
     loop {
-        std::thread::sleep(Duration::from_millis(2));
-        if sweep() == 0 {
+        std::thread::sleep(nap);
+        let (left, youngest) = sweep();
+        // Receivers normally attach within milliseconds; a pin that is still there after
+        // 200 ms is probably never coming back (a cancelled task): poll it less often.
+        nap = if youngest < Duration::from_millis(200) {
+            Duration::from_millis(2)
+        } else {
+            Duration::from_millis(50)
+        };
+        if left == 0 {
             SWEEPER_PID.store(0, Ordering::Release);
             // A pin may have been added between sweep() and the store: take over again.
             if pins().is_empty()
