@@ -26,7 +26,7 @@ use crate::pool::Shared;
 use crate::queue::{Item, Job, Queue};
 use crate::spawn::{self, WorkerHandle};
 use crate::sys::{self, ExitInfo};
-use crate::transport::{FromWorker, ToWorker, WireItem};
+use crate::transport::{FromWorker, ResultEntry, ToWorker, WireItem};
 
 /// Jobs a worker may hold: the one it runs and one ahead.
 pub(crate) const MAX_JOBS_PER_WORKER: usize = 2;
@@ -430,7 +430,7 @@ fn receive(shared: &Shared, slot: &Slot, h: &WorkerHandle) -> (End, bool) {
                 shared.startup_succeeded();
             }
             Ok(FromWorker::InitFailed(msg)) => return (End::InitFailed(msg), ready),
-            Ok(FromWorker::Results(v)) => deliver(shared, slot, v),
+            Ok(FromWorker::Results { entries, data }) => deliver(shared, slot, &entries, &data),
             Err(TryRecvError::Empty) => {
                 if shared.queue.is_killing() {
                     sys::kill_worker(h.pid);
@@ -454,13 +454,13 @@ fn receive(shared: &Shared, slot: &Slot, h: &WorkerHandle) -> (End, bool) {
 }
 
 /// Complete the futures of finished items (outside every lock: callbacks run here).
-fn deliver(shared: &Shared, slot: &Slot, results: Vec<(u64, crate::transport::WireOutcome)>) {
-    let mut done = Vec::with_capacity(results.len());
+fn deliver(shared: &Shared, slot: &Slot, entries: &[ResultEntry], data: &[u8]) {
+    let mut done = Vec::with_capacity(entries.len());
     {
         let mut st = slot.lock();
-        for (id, outcome) in results {
-            if let Some(item) = take_item(&mut st.in_flight, id) {
-                done.push((item, outcome));
+        for e in entries {
+            if let Some(item) = take_item(&mut st.in_flight, e.id) {
+                done.push(item);
             }
         }
         st.refresh_idle(&slot.idle, &shared.queue, shared.max_tasks);
@@ -469,10 +469,19 @@ fn deliver(shared: &Shared, slot: &Slot, results: Vec<(u64, crate::transport::Wi
     if !done.is_empty() {
         shared.startup_succeeded();
     }
-    for (item, outcome) in done {
-        match outcome.into_error() {
-            Ok(bytes) => item.complete_encoded(&bytes),
-            Err(e) => item.fail(e),
+    let mut done = done.into_iter().peekable();
+    let mut at = 0usize;
+    for e in entries {
+        let end = at.saturating_add(e.len).min(data.len());
+        let bytes = &data[at.min(end)..end];
+        at = end;
+        if done.peek().is_some_and(|it| it.id == e.id) {
+            if let Some(item) = done.next() {
+                match e.outcome.resolve(bytes) {
+                    Ok(b) => item.complete_encoded(b),
+                    Err(err) => item.fail(err),
+                }
+            }
         }
     }
 }
@@ -495,8 +504,8 @@ fn teardown(shared: &Shared, slot: &Slot, h: WorkerHandle, end: End, ready: bool
     let info = sys::reap(h.pid, grace);
     // Results flushed before it died are still in the channel.
     while let Ok(msg) = h.rx.try_recv() {
-        if let FromWorker::Results(v) = msg {
-            deliver(shared, slot, v);
+        if let FromWorker::Results { entries, data } = msg {
+            deliver(shared, slot, &entries, &data);
         }
     }
     let (running, _) = h.status.running();

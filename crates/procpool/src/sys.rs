@@ -93,10 +93,12 @@ impl StatusPage {
         unsafe { &*self.ptr.as_ptr().add(i) }
     }
 
-    /// Worker: item `id` starts now.
-    pub(crate) fn begin(&self, id: u64) {
-        self.word(1).store(now_ns(), Ordering::Relaxed);
+    /// Worker: item `id` starts now. Returns "now" (ns since the epoch).
+    pub(crate) fn begin(&self, id: u64) -> u64 {
+        let now = now_ns();
+        self.word(1).store(now, Ordering::Relaxed);
         self.word(0).store(id, Ordering::Release);
+        now
     }
 
     /// Worker: no item is running.

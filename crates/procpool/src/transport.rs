@@ -59,51 +59,85 @@ pub(crate) enum FromWorker {
     Ready,
     /// The initializer failed with this message; the worker exits.
     InitFailed(String),
-    /// Outcomes of finished items, in the order they ran.
-    Results(Vec<(u64, WireOutcome)>),
+    /// Outcomes of finished items, in the order they ran. Their bytes are concatenated in
+    /// `data` (one buffer per message, not one per item); entry `i` owns the next `len`
+    /// bytes.
+    Results {
+        /// One per finished item.
+        entries: Vec<ResultEntry>,
+        /// The encoded results / error messages, back to back.
+        data: ByteBuf,
+    },
 }
 
-/// One task's outcome as it crosses the process boundary.
-#[derive(Debug, Serialize, Deserialize)]
-pub(crate) enum WireOutcome {
+/// One finished item in a [`FromWorker::Results`] message.
+#[derive(Debug, Clone, Copy, Serialize, Deserialize)]
+pub(crate) struct ResultEntry {
+    /// The item's task id.
+    pub id: u64,
+    /// What its bytes are.
+    pub outcome: Outcome,
+    /// How many bytes of `data` are its.
+    pub len: usize,
+}
+
+/// What an item's bytes in a result message are.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub(crate) enum Outcome {
     /// The encoded result.
-    Ok(ByteBuf),
-    /// The task panicked.
-    Panicked(String),
-    /// The argument did not decode or the result did not encode.
-    Codec(String),
+    Ok,
+    /// The task panicked; the bytes are the message (UTF-8).
+    Panicked,
+    /// The argument did not decode or the result did not encode; the bytes are the message.
+    Codec,
 }
 
-impl WireOutcome {
-    /// The error a failed outcome stands for.
-    pub(crate) fn into_error(self) -> Result<ByteBuf, TaskError> {
+impl Outcome {
+    /// The task's outcome from its bytes: `Ok(encoded value)` or the error.
+    pub(crate) fn resolve(self, bytes: &[u8]) -> Result<&[u8], TaskError> {
+        let text = || String::from_utf8_lossy(bytes).into_owned();
         match self {
-            WireOutcome::Ok(b) => Ok(b),
-            WireOutcome::Panicked(message) => Err(TaskError::Panicked { message }),
-            WireOutcome::Codec(m) => Err(TaskError::Codec(m)),
+            Outcome::Ok => Ok(bytes),
+            Outcome::Panicked => Err(TaskError::Panicked { message: text() }),
+            Outcome::Codec => Err(TaskError::Codec(text())),
         }
     }
 }
 
-/// The signature every trampoline has.
-pub(crate) type Trampoline = fn(usize, &[u8]) -> WireOutcome;
+/// The signature every trampoline has: run the task at `func` on the encoded argument,
+/// leaving its encoded result (or error message) in `out` (cleared first).
+pub(crate) type Trampoline = fn(usize, &[u8], &mut Vec<u8>) -> Outcome;
 
-/// Decode `A`, run the task at `func`, encode `R`; a panic becomes `Panicked`.
-fn call<A: DeserializeOwned, R: Serialize>(func: usize, arg: &[u8]) -> WireOutcome {
+/// Decode `A`, run the task at `func`, encode `R` into `out`; a panic becomes `Panicked`.
+fn call<A: DeserializeOwned, R: Serialize>(func: usize, arg: &[u8], out: &mut Vec<u8>) -> Outcome {
+    out.clear();
     let a: A = match codec::decode(arg) {
         Ok(a) => a,
-        Err(e) => return WireOutcome::Codec(codec_message(e)),
+        Err(e) => {
+            out.extend_from_slice(codec_message(e).as_bytes());
+            return Outcome::Codec;
+        }
     };
     // SAFETY: invariant T1: `func` was made by `task_addrs::<A, R>` from an `fn(A) -> R` of this
     // very executable image, which the forked worker maps at the same address; this is the
     // matching monomorphization of `call`, so the types agree.
     let f = unsafe { std::mem::transmute::<usize, fn(A) -> R>(func) };
     match std::panic::catch_unwind(std::panic::AssertUnwindSafe(move || f(a))) {
-        Ok(r) => match codec::encode(&r) {
-            Ok(b) => WireOutcome::Ok(ByteBuf::from(b)),
-            Err(e) => WireOutcome::Codec(codec_message(e)),
+        // `encode_into` appends to (and reuses the capacity of) the buffer it is given.
+        Ok(r) => match codec::encode_into(&r, std::mem::take(out)) {
+            Ok(b) => {
+                *out = b;
+                Outcome::Ok
+            }
+            Err(e) => {
+                out.extend_from_slice(codec_message(e).as_bytes());
+                Outcome::Codec
+            }
         },
-        Err(p) => WireOutcome::Panicked(panic_message(&*p)),
+        Err(p) => {
+            out.extend_from_slice(panic_message(&*p).as_bytes());
+            Outcome::Panicked
+        }
     }
 }
 
@@ -144,20 +178,21 @@ mod tests {
 
     #[test]
     fn trampoline_round_trip_in_process() {
+        let mut out = Vec::new();
         let (t, f) = task_addrs(double);
         // SAFETY: `t` comes from `task_addrs` in this process (invariant T1).
         let t = unsafe { trampoline_at(t) };
         let arg = codec::encode(&21u32).unwrap();
-        match t(f, &arg) {
-            WireOutcome::Ok(b) => assert_eq!(codec::decode::<u32>(&b).unwrap(), 42),
-            other => panic!("unexpected {other:?}"),
-        }
-        assert!(matches!(t(f, &[0xff, 0xff, 0xff]), WireOutcome::Codec(_)));
+        assert_eq!(t(f, &arg, &mut out), Outcome::Ok);
+        assert_eq!(codec::decode::<u32>(&out).unwrap(), 42);
+        assert_eq!(t(f, &[0xff, 0xff, 0xff], &mut out), Outcome::Codec);
+        assert!(Outcome::Codec.resolve(&out).is_err());
         let (t, f) = task_addrs(boom);
         // SAFETY: as above.
         let t = unsafe { trampoline_at(t) };
-        match t(f, &arg) {
-            WireOutcome::Panicked(m) => assert!(m.contains("boom")),
+        assert_eq!(t(f, &arg, &mut out), Outcome::Panicked);
+        match Outcome::Panicked.resolve(&out) {
+            Err(TaskError::Panicked { message }) => assert!(message.contains("boom")),
             other => panic!("unexpected {other:?}"),
         }
     }

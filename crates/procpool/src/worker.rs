@@ -4,14 +4,13 @@
 //! 2. Run the initializer; report `Ready` or `InitFailed(message)` (and exit).
 //! 3. Receive jobs; for each item: publish "item `id` runs since `t`" in the status page,
 //!    run it through its trampoline, clear the page. Results are sent per job, and sooner
-//!    when a job runs long ([`FLUSH_EVERY`]), so a crash loses at most that much finished
+//!    when a job runs long (every millisecond), so a crash loses at most that much finished
 //!    work (which the parent re-queues) and a long chunk streams its results.
 //! 4. After `max_tasks` items, flush and exit 0 (the parent replaces it); on `Exit`, or when
 //!    the parent is gone, exit 0.
 
 use std::sync::atomic::AtomicBool;
 use std::sync::Arc;
-use std::time::{Duration, Instant};
 
 use ipc_channel::ipc::{IpcBytesReceiver, IpcSender};
 
@@ -19,11 +18,15 @@ use poolrun_core::gil::{Gil, WorkerBinding};
 use poolrun_core::GilMode;
 
 use crate::spawn::WorkerSetup;
-use crate::sys::StatusPage;
-use crate::transport::{self, FromWorker, ToWorker};
+use serde_bytes::ByteBuf;
 
-/// Send finished results at least this often while a job runs.
-pub(crate) const FLUSH_EVERY: Duration = Duration::from_millis(1);
+use crate::sys::{self, StatusPage};
+use crate::transport::{self, FromWorker, ResultEntry, ToWorker};
+
+/// Send finished results at least this often while a job runs (ns).
+const FLUSH_EVERY_NS: u64 = 1_000_000;
+/// A result buffer larger than this is not kept for the next item.
+const SCRATCH_KEEP: usize = 1 << 20;
 
 /// Run the worker; returns the exit code.
 pub(crate) fn main_loop(
@@ -47,6 +50,7 @@ pub(crate) fn main_loop(
         return 0;
     }
     let mut done: usize = 0;
+    let mut scratch: Vec<u8> = Vec::new();
     loop {
         let bytes = match rx.recv() {
             Ok(b) => b,
@@ -74,24 +78,34 @@ pub(crate) fn main_loop(
         // parent this process was forked from, and arrived over the pool's private channel.
         #[allow(unsafe_code)]
         let call = unsafe { transport::trampoline_at(trampoline) };
-        let mut out = Vec::with_capacity(items.len());
-        let mut last_flush = Instant::now();
         let n = items.len();
+        let mut entries = Vec::with_capacity(n.min(1024));
+        let mut data: Vec<u8> = Vec::new();
+        let mut last_flush = sys::now_ns();
         for (k, item) in items.into_iter().enumerate() {
-            status.begin(item.id);
-            let outcome = binding.run_task(|| call(func, item.arg));
+            let now = status.begin(item.id);
+            let outcome = binding.run_task(|| call(func, item.arg, &mut scratch));
             status.end();
-            out.push((item.id, outcome));
+            data.extend_from_slice(&scratch);
+            entries.push(ResultEntry {
+                id: item.id,
+                outcome,
+                len: scratch.len(),
+            });
+            if scratch.capacity() > SCRATCH_KEEP {
+                scratch = Vec::new(); // do not keep a huge result's buffer around
+            }
             done += 1;
             let quota_hit = setup.max_tasks.is_some_and(|m| done >= m);
-            if k + 1 == n || quota_hit || last_flush.elapsed() >= FLUSH_EVERY {
-                if tx
-                    .send(FromWorker::Results(std::mem::take(&mut out)))
-                    .is_err()
-                {
+            if k + 1 == n || quota_hit || now.saturating_sub(last_flush) >= FLUSH_EVERY_NS {
+                let msg = FromWorker::Results {
+                    entries: std::mem::take(&mut entries),
+                    data: ByteBuf::from(std::mem::take(&mut data)),
+                };
+                if tx.send(msg).is_err() {
                     return 0;
                 }
-                last_flush = Instant::now();
+                last_flush = sys::now_ns();
             }
             if quota_hit {
                 return 0;
