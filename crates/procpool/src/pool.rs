@@ -164,6 +164,13 @@ impl Shared {
     }
 }
 
+thread_local! {
+    /// The pool (its `Shared` address) whose slot thread this is, 0 elsewhere. A pool
+    /// dropped or shut down from its own thread (a done-callback runs on a collector) must
+    /// not wait for that thread to finish.
+    static OWN_POOL: std::cell::Cell<usize> = const { std::cell::Cell::new(0) };
+}
+
 /// Decrements the live-thread count when a slot thread ends, however it ends.
 struct ThreadGuard(Arc<Shared>);
 impl Drop for ThreadGuard {
@@ -312,8 +319,10 @@ impl ProcessPool {
             *n += 1;
         }
         let guard = ThreadGuard(self.shared.clone());
+        let me = Arc::as_ptr(&self.shared) as usize;
         let r = std::thread::Builder::new().name(name).spawn(move || {
             let _guard = guard;
+            OWN_POOL.with(|p| p.set(me));
             body();
         });
         match r {
@@ -386,6 +395,11 @@ impl ProcessPool {
     }
 
     fn join(&self, deadline: Option<Instant>) -> bool {
+        if OWN_POOL.with(|p| p.get()) == Arc::as_ptr(&self.shared) as usize {
+            // Called from one of this pool's own threads (a done-callback): it cannot wait
+            // for itself. The threads finish on their own; nothing is left unreaped.
+            return false;
+        }
         if !self.shared.wait_threads(deadline) {
             return false;
         }
@@ -458,7 +472,8 @@ impl Drop for ProcessPool {
     fn drop(&mut self) {
         if self.daemon {
             self.kill();
-            if !self.join(Instant::now().checked_add(DROP_JOIN_LIMIT)) {
+            let own_thread = OWN_POOL.with(|p| p.get()) == Arc::as_ptr(&self.shared) as usize;
+            if !self.join(Instant::now().checked_add(DROP_JOIN_LIMIT)) && !own_thread {
                 eprintln!(
                     "poolrun: process pool threads did not finish within {DROP_JOIN_LIMIT:?} \
                      (a done-callback still running?); leaving them to finish"

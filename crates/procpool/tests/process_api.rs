@@ -381,3 +381,24 @@ fn queued_task_goes_to_an_idle_worker_not_behind_a_running_one() {
         assert_eq!(slow.result_timeout(LIMIT), Ok(400));
     }
 }
+
+#[test]
+fn pool_dropped_inside_its_own_callback_does_not_hang() {
+    let p = Arc::new(pool(1));
+    let f = p.submit(sleep_ms, 20);
+    let holder = Arc::new(Mutex::new(Some(p.clone())));
+    drop(p);
+    let h2 = holder.clone();
+    let (tx, rx) = std::sync::mpsc::channel();
+    f.add_done_callback(move |_| {
+        // the last handle goes away on the collector thread
+        let last = h2.lock().unwrap().take();
+        if let Some(p) = last {
+            p.shutdown(true, false); // must not wait for its own thread
+            drop(p);
+        }
+        let _ = tx.send(());
+    });
+    assert_eq!(f.result_timeout(LIMIT), Ok(20));
+    rx.recv_timeout(LIMIT).expect("callback finished");
+}
