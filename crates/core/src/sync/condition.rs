@@ -80,7 +80,15 @@ impl Drop for ConditionGuard<'_> {
             lockdep::released(self.cond.map.id());
         }
         self.cond.st().m.unlock();
+        self.cond.flush_wakes();
     }
+}
+
+thread_local! {
+    /// Wakes owed by this thread: (condition, slot), marked NOTIFIED under the lock and
+    /// woken once the lock is released.
+    static DEFERRED: std::cell::RefCell<Vec<(Condition, usize)>> =
+        const { std::cell::RefCell::new(Vec::new()) };
 }
 
 impl Condition {
@@ -183,6 +191,7 @@ impl Condition {
         st.hwm.fetch_max(i as u32 + 1, Ordering::Relaxed);
         st.nwait.fetch_add(1, Ordering::Relaxed);
         st.m.unlock();
+        self.flush_wakes();
 
         let deadline = Deadline::after(timeout);
         crate::gil::allow_threads(|| loop {
@@ -235,7 +244,7 @@ impl Condition {
                     .filter(|&i| self.slot(i).state.load(Ordering::Acquire) == WAITING)
                     .min_by_key(|&i| self.slot(i).ticket.load(Ordering::Relaxed));
                 let Some(i) = oldest else { break };
-                self.wake_slot(i);
+                self.mark_notified(i);
             }
         })
     }
@@ -246,17 +255,39 @@ impl Condition {
             let hwm = (self.st().hwm.load(Ordering::Relaxed) as usize).min(Self::MAX_WAITERS);
             for i in 0..hwm {
                 if self.slot(i).state.load(Ordering::Acquire) == WAITING {
-                    self.wake_slot(i);
+                    self.mark_notified(i);
                 }
             }
         })
     }
 
-    fn wake_slot(&self, i: usize) {
-        let s = self.slot(i);
-        s.state.store(NOTIFIED, Ordering::Release);
+    /// Under the lock: mark slot `i` notified. The futex wake is deferred until this thread
+    /// releases the lock (guard drop, or `wait`), so the woken thread does not wake up only
+    /// to block on the lock its notifier still holds.
+    fn mark_notified(&self, i: usize) {
+        self.slot(i).state.store(NOTIFIED, Ordering::Release);
         self.st().nwait.fetch_sub(1, Ordering::Relaxed);
-        futex::wake(&s.state, 1);
+        DEFERRED.with(|d| d.borrow_mut().push((self.clone(), i)));
+    }
+
+    /// Wake the slots this thread marked on this condition (call after releasing the lock).
+    fn flush_wakes(&self) {
+        let mine: Vec<(Condition, usize)> = DEFERRED
+            .try_with(|d| {
+                let mut d = d.borrow_mut();
+                if d.is_empty() {
+                    return Vec::new();
+                }
+                let id = self.map.id();
+                let (mine, rest): (Vec<_>, Vec<_>) =
+                    d.drain(..).partition(|(c, _)| c.map.id() == id);
+                *d = rest;
+                mine
+            })
+            .unwrap_or_default();
+        for (c, i) in mine {
+            futex::wake(&c.slot(i).state, 1);
+        }
     }
 
     fn with_lock(&self, f: impl FnOnce()) {
@@ -267,6 +298,7 @@ impl Condition {
             self.relock(tid);
             f();
             self.st().m.unlock();
+            self.flush_wakes();
         }
     }
 }
