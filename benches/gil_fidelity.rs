@@ -250,26 +250,78 @@ fn env_num(name: &str, default: f64) -> f64 {
         .unwrap_or(default)
 }
 
+/// Named values, in the order they were measured.
+type Named = Vec<(String, f64)>;
+
+/// One pass of every experiment on poolrun's side: (ratios, details).
+fn poolrun_once(n: u64, pool: Option<&ProcessPool>) -> (Named, Named) {
+    let mut ratios = Vec::new();
+    let mut extra = Vec::new();
+    let s = cpu4_serial(n);
+    extra.push(("cpu4_serial_s".to_string(), s));
+    ratios.push(("cpu4_thread".to_string(), s / cpu4_gil_threads(n, true)));
+    let p = pool
+        .and_then(|p| cpu4_process_pool(p, n))
+        .unwrap_or_else(|| cpu4_gil_threads(n, false));
+    ratios.push(("cpu4_process".to_string(), s / p));
+    ratios.push(("sleep4_thread".to_string(), sleeps(4)));
+    ratios.push(("sleep100_thread".to_string(), sleeps(100)));
+    for (interval, suffix) in [
+        (Duration::from_millis(5), ""),
+        (Duration::from_micros(100), "_0.1ms"),
+    ] {
+        let alone = convoy(0, interval).0;
+        extra.push((format!("io_alone_ms{suffix}"), alone * 1e3));
+        for k in [1usize, 2] {
+            let (tot, per) = convoy(k, interval);
+            let name = format!("convoy{k}{suffix}");
+            ratios.push((name.clone(), tot / alone));
+            extra.push((format!("{name}_iter_p50_ms"), pct(&per, 0.5) * 1e3));
+            extra.push((format!("{name}_iter_p99_ms"), pct(&per, 0.99) * 1e3));
+        }
+    }
+    (ratios, extra)
+}
+
+fn loadavg() -> String {
+    std::fs::read_to_string("/proc/loadavg")
+        .map(|s| s.split_whitespace().take(3).collect::<Vec<_>>().join(" "))
+        .unwrap_or_else(|_| "?".into())
+}
+
+/// Median per name, in first-seen order.
+fn medians(runs: &[Named]) -> Named {
+    let mut names: Vec<String> = Vec::new();
+    for run in runs {
+        for (k, _) in run {
+            if !names.contains(k) {
+                names.push(k.clone());
+            }
+        }
+    }
+    names
+        .into_iter()
+        .map(|k| {
+            let vals = runs
+                .iter()
+                .flat_map(|r| r.iter().filter(|(n, _)| *n == k).map(|(_, v)| *v))
+                .collect();
+            (k, median(vals))
+        })
+        .collect()
+}
+
 fn main() {
     // `cargo test --benches` runs bench binaries without `--bench`: do nothing then.
     if !std::env::args().any(|a| a == "--bench") {
         return;
     }
-    let repeat = env_num("GIL_FIDELITY_REPEAT", 3.0) as usize;
+    let repeat = (env_num("GIL_FIDELITY_REPEAT", 3.0) as usize).max(1);
     let cpu_ms = env_num("GIL_FIDELITY_CPU_MS", 200.0);
     let cores = thread::available_parallelism().map_or(1, |n| n.get());
-
-    eprintln!("running CPython's side ...");
-    let py = cpython(repeat, cpu_ms);
-    if let Err(e) = &py {
-        eprintln!("CPython side skipped: {e}");
-    }
-    eprintln!("running poolrun's side ...");
+    let load_before = loadavg();
 
     let n = calibrate(cpu_ms);
-    let mut ratios: Vec<(&str, f64)> = Vec::new();
-    let mut extra: Vec<(String, f64)> = Vec::new();
-
     let pool = ProcessPool::new(PoolConfig::new().workers(4).gil(GilMode::cpython())).ok();
     if let Some(p) = &pool {
         // Warm: every worker forked and ready.
@@ -280,61 +332,45 @@ fn main() {
     } else {
         "4 threads, one GIL each (ProcessPool unavailable)"
     };
-    let (mut thr, mut pro, mut ser) = (vec![], vec![], vec![]);
-    for _ in 0..repeat {
-        let s = cpu4_serial(n);
-        ser.push(s);
-        thr.push(s / cpu4_gil_threads(n, true));
-        let p = pool
-            .as_ref()
-            .and_then(|p| cpu4_process_pool(p, n))
-            .unwrap_or_else(|| cpu4_gil_threads(n, false));
-        pro.push(s / p);
+
+    // Rounds alternate CPython and poolrun, so both sides see the same machine conditions.
+    let mut py_ratios = Vec::new();
+    let mut py_extra = Vec::new();
+    let mut py_version = None;
+    let mut our_ratios = Vec::new();
+    let mut our_extra = Vec::new();
+    for round in 1..=repeat {
+        eprintln!("round {round}/{repeat}: CPython ...");
+        match cpython(1, cpu_ms) {
+            Ok(r) => {
+                py_version = Some(r.version.clone());
+                py_ratios.push(r.ratios.into_iter().collect::<Vec<_>>());
+                py_extra.push(r.extra.into_iter().collect::<Vec<_>>());
+            }
+            Err(e) => eprintln!("CPython side skipped: {e}"),
+        }
+        eprintln!("round {round}/{repeat}: poolrun ...");
+        let (r, x) = poolrun_once(n, pool.as_ref());
+        our_ratios.push(r);
+        our_extra.push(x);
     }
     if let Some(p) = &pool {
         p.shutdown(true, true);
     }
-    ratios.push(("cpu4_thread", median(thr)));
-    ratios.push(("cpu4_process", median(pro)));
-    extra.push(("cpu4_serial_s".into(), median(ser)));
-    ratios.push((
-        "sleep4_thread",
-        median((0..repeat).map(|_| sleeps(4)).collect()),
-    ));
-    ratios.push((
-        "sleep100_thread",
-        median((0..repeat).map(|_| sleeps(100)).collect()),
-    ));
-    for (interval, suffix) in [
-        (Duration::from_millis(5), ""),
-        (Duration::from_micros(100), "_0.1ms"),
-    ] {
-        let alone = median((0..repeat).map(|_| convoy(0, interval).0).collect());
-        extra.push((format!("io_alone_ms{suffix}"), alone * 1e3));
-        for k in [1usize, 2] {
-            let runs: Vec<_> = (0..repeat).map(|_| convoy(k, interval)).collect();
-            let tot = median(runs.iter().map(|r| r.0).collect());
-            let per: Vec<f64> = runs.iter().flat_map(|r| r.1.iter().copied()).collect();
-            let name: &'static str = match (k, suffix) {
-                (1, "") => "convoy1",
-                (2, "") => "convoy2",
-                (1, _) => "convoy1_0.1ms",
-                _ => "convoy2_0.1ms",
-            };
-            ratios.push((name, tot / alone));
-            extra.push((format!("{name}_iter_p50_ms"), pct(&per, 0.5) * 1e3));
-            extra.push((format!("{name}_iter_p99_ms"), pct(&per, 0.99) * 1e3));
-        }
-    }
+    let ratios = medians(&our_ratios);
+    let extra = medians(&our_extra);
+    let py_r: HashMap<String, f64> = medians(&py_ratios).into_iter().collect();
+    let py_x: HashMap<String, f64> = medians(&py_extra).into_iter().collect();
 
     println!();
     println!(
-        "GIL fidelity, {cores} cores, repeat {repeat} (medians), CPU task ~{cpu_ms} ms; \
-         process row: {process_label}"
+        "GIL fidelity, {cores} cores, {repeat} alternating rounds (medians), CPU task \
+         ~{cpu_ms} ms; process row: {process_label}; load average before {load_before}, \
+         after {}",
+        loadavg()
     );
-    let py_ok = py.as_ref().ok();
-    if let Some(v) = py_ok {
-        println!("CPython {}", v.version);
+    if let Some(v) = &py_version {
+        println!("CPython {v}");
     }
     println!();
     println!("| experiment | CPython | poolrun | diff | within 15% |");
@@ -342,8 +378,7 @@ fn main() {
     let mut within = 0;
     let mut compared = 0;
     for (k, ours) in &ratios {
-        let theirs = py_ok.and_then(|v| v.ratios.get(*k).copied());
-        match theirs {
+        match py_r.get(k) {
             Some(t) => {
                 let diff = (ours - t) / t * 100.0;
                 compared += 1;
@@ -358,12 +393,10 @@ fn main() {
         }
     }
     println!();
-    println!("| detail | CPython | poolrun |");
+    println!("| detail (median of per-round values) | CPython | poolrun |");
     println!("|---|---:|---:|");
     for (k, ours) in &extra {
-        let theirs = py_ok
-            .and_then(|v| v.extra.get(k.as_str()).copied())
-            .map_or("n/a".to_string(), |t| format!("{t:.3}"));
+        let theirs = py_x.get(k).map_or("n/a".to_string(), |t| format!("{t:.3}"));
         println!("| {k} | {theirs} | {ours:.3} |");
     }
     println!();
