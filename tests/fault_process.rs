@@ -238,6 +238,8 @@ struct Kills {
     /// pid → the signal sent to it (each pid at most once).
     sent: HashMap<u32, i32>,
     by_signal: HashMap<i32, usize>,
+    /// Longest time a child was seen as a zombie (sampled every killer tick).
+    max_zombie_age: Duration,
 }
 
 /// Pids seen in results: workers that were ready and ran a task (the killer only picks
@@ -255,8 +257,17 @@ fn killer(
 ) {
     let me = std::process::id();
     let signals = [Signal::SIGKILL, Signal::SIGSEGV, Signal::SIGTERM];
+    let mut zombie_since: HashMap<u32, Instant> = HashMap::new();
     while !stop.load(Ordering::SeqCst) {
         std::thread::sleep(Duration::from_millis(every_ms / 2 + rng.below(every_ms)));
+        // Zombie-free at all times: a dead worker is reaped within milliseconds.
+        let now_z: HashSet<u32> = zombies().into_iter().collect();
+        zombie_since.retain(|p, _| now_z.contains(p));
+        for p in now_z {
+            let since = *zombie_since.entry(p).or_insert_with(Instant::now);
+            let mut k = kills.lock().unwrap_or_else(|p| p.into_inner());
+            k.max_zombie_age = k.max_zombie_age.max(since.elapsed());
+        }
         let live = pool.worker_pids();
         let hanging: HashSet<u32> = HANGERS
             .get()
@@ -613,7 +624,7 @@ fn process_pool_survives_injected_faults_under_load() {
         "FAULT-SUMMARY mode=process workers={workers} tasks={total} elapsed={:.1}s injected[{}] \
          killer[SIGKILL={} SIGSEGV={} SIGTERM={} tasks_hit={ext_hits}] expected_outcomes={} \
          lost=0 duplicated=0 callbacks_exactly_once={} reruns={reruns} zombies={zombies_left} \
-         fd_leak=0 shm_leak=0 rss_after_warmup={:.1}MiB rss_growth={:.2}MiB (rounds: {:?})",
+         max_zombie_age={:?} fd_leak=0 shm_leak=0 rss_after_warmup={:.1}MiB rss_growth={:.2}MiB (rounds: {:?})",
         elapsed.as_secs_f64(),
         injected_s.join(" "),
         k.by_signal.get(&9).unwrap_or(&0),
@@ -621,6 +632,7 @@ fn process_pool_survives_injected_faults_under_load() {
         k.by_signal.get(&15).unwrap_or(&0),
         outcomes.iter().sum::<usize>(),
         submit_share / rounds * rounds,
+        k.max_zombie_age,
         mib(warm_rss),
         mib(growth),
         rss_after
@@ -641,6 +653,11 @@ fn process_pool_survives_injected_faults_under_load() {
         );
     }
     assert!(ext_hits <= k.sent.len());
+    assert!(
+        k.max_zombie_age < Duration::from_secs(3),
+        "a dead worker stayed a zombie for {:?}",
+        k.max_zombie_age
+    );
     assert!(
         growth < 16 << 20,
         "parent RSS grew {:.1} MiB after warm-up: {:?}",
