@@ -164,12 +164,18 @@ impl RawMutex {
     /// Try once without blocking.
     #[inline]
     pub(crate) fn try_lock(&self, tid: u32) -> bool {
+        self.try_lock_pid(ids().0, tid)
+    }
+
+    /// [`Self::try_lock`] with the caller's pid already at hand.
+    #[inline]
+    pub(crate) fn try_lock_pid(&self, pid: u32, tid: u32) -> bool {
         if self
             .word
             .compare_exchange(0, tid, Ordering::Acquire, Ordering::Relaxed)
             .is_ok()
         {
-            self.owner_pid.store(ids().0, Ordering::Relaxed);
+            self.owner_pid.store(pid, Ordering::Relaxed);
             true
         } else {
             false

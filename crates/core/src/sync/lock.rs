@@ -8,7 +8,7 @@ use std::time::Duration;
 
 use crate::shm::segment::{Kind, Mapping};
 
-use super::futex::{my_tid, Deadline, Locked, RawMutex};
+use super::futex::{ids, Deadline, Locked, RawMutex};
 use super::{handle_impls, lockdep, state, Guard, Inner, SharedState, SyncError};
 
 #[repr(C)]
@@ -66,9 +66,9 @@ impl Lock {
     #[track_caller]
     pub fn acquire(&self, timeout: Option<Duration>) -> Result<Guard<'_>, SyncError> {
         let site = Location::caller();
-        let tid = my_tid();
+        let (pid, tid) = ids();
         let tracked = lockdep::is_enabled();
-        if !tracked && self.raw().try_lock(tid) {
+        if !tracked && self.raw().try_lock_pid(pid, tid) {
             return Ok(Guard::new(Inner::Lock(self)));
         }
         if self.raw().owner() == tid {

@@ -29,7 +29,7 @@
 use std::cell::RefCell;
 use std::collections::HashSet;
 use std::panic::Location;
-use std::sync::atomic::{fence, AtomicBool, AtomicU32, AtomicU64, Ordering};
+use std::sync::atomic::{fence, AtomicBool, AtomicU32, AtomicU64, AtomicU8, Ordering};
 use std::sync::{Arc, Mutex, OnceLock};
 
 use crate::shm::segment::Mapping;
@@ -57,37 +57,45 @@ struct Edge {
 }
 const _: () = assert!(std::mem::size_of::<Edge>() == ENTRY);
 
-static ENABLED: AtomicBool = AtomicBool::new(false);
-static ENV_READ: OnceLock<()> = OnceLock::new();
+/// 0: not decided yet (the environment is read on first use); 1: off; 2: on.
+static STATE: AtomicU8 = AtomicU8::new(0);
 
 /// Turn lock-order checking on for this process (and the processes it forks after this
 /// call; a pool's workers forked earlier keep their own setting — enable it before creating
 /// the pool, or set `POOLRUN_LOCKDEP=1` in the environment).
 pub fn enable() {
-    ENV_READ.get_or_init(|| ());
-    ENABLED.store(true, Ordering::Relaxed);
+    STATE.store(2, Ordering::Relaxed);
 }
 
 /// Turn lock-order checking off for this process.
 pub fn disable() {
-    ENV_READ.get_or_init(|| ());
-    ENABLED.store(false, Ordering::Relaxed);
+    STATE.store(1, Ordering::Relaxed);
 }
 
-/// Is lock-order checking on? The first call reads `POOLRUN_LOCKDEP` (`1`, `true`, `on`).
+/// Is lock-order checking on? The first call reads `POOLRUN_LOCKDEP` (`1`, `true`, `on`,
+/// `yes`) unless [`enable`] or [`disable`] was called before.
 #[inline]
 pub fn is_enabled() -> bool {
-    if ENV_READ.get().is_none() {
-        ENV_READ.get_or_init(|| {
-            let on = std::env::var("POOLRUN_LOCKDEP")
-                .map(|v| matches!(v.trim(), "1" | "true" | "on" | "yes"))
-                .unwrap_or(false);
-            if on {
-                ENABLED.store(true, Ordering::Relaxed);
-            }
-        });
+    match STATE.load(Ordering::Relaxed) {
+        2 => true,
+        1 => false,
+        _ => from_env(),
     }
-    ENABLED.load(Ordering::Relaxed)
+}
+
+#[cold]
+fn from_env() -> bool {
+    let on = std::env::var("POOLRUN_LOCKDEP")
+        .map(|v| matches!(v.trim(), "1" | "true" | "on" | "yes"))
+        .unwrap_or(false);
+    // Keep an enable()/disable() that raced with us.
+    let _ = STATE.compare_exchange(
+        0,
+        if on { 2 } else { 1 },
+        Ordering::Relaxed,
+        Ordering::Relaxed,
+    );
+    STATE.load(Ordering::Relaxed) == 2
 }
 
 /// Number of inversions this process has detected (each pair counted once).
