@@ -9,15 +9,60 @@ use serde::{Deserialize, Deserializer, Serialize, Serializer};
 use super::segment::{Kind, Mapping, Wire};
 use super::ShmError;
 
+/// Element types a [`SharedArray`] can hold: plain values that stay meaningful in another
+/// process and for which all-zero bytes are a valid value (arrays start zero-filled).
+///
+/// Implemented for the integer and float types, `bool`, `char`, `()`, arrays and tuples
+/// (up to 4) of them.
+///
+/// # Safety
+/// An implementor must be `Copy`, valid when all its bytes are zero, and contain no
+/// pointers, references or other process-local handles (no `&T`, `Box`, fd, ...). A
+/// `#[repr(C)]` struct of `Plain` fields (without padding that matters to you) qualifies.
+pub unsafe trait Plain: Copy + 'static {}
+
+macro_rules! plain {
+    ($($t:ty),*) => { $(
+        // SAFETY: a primitive value type: zero is valid, no pointers.
+        unsafe impl Plain for $t {}
+    )* };
+}
+plain!(
+    u8,
+    u16,
+    u32,
+    u64,
+    u128,
+    usize,
+    i8,
+    i16,
+    i32,
+    i64,
+    i128,
+    isize,
+    f32,
+    f64,
+    bool,
+    char,
+    ()
+);
+// SAFETY: an array of Plain values is zero-valid and pointer-free if its elements are.
+unsafe impl<T: Plain, const N: usize> Plain for [T; N] {}
+// SAFETY: tuples of Plain values: each field zero-valid and pointer-free.
+unsafe impl<A: Plain, B: Plain> Plain for (A, B) {}
+// SAFETY: as above.
+unsafe impl<A: Plain, B: Plain, C: Plain> Plain for (A, B, C) {}
+// SAFETY: as above.
+unsafe impl<A: Plain, B: Plain, C: Plain, D: Plain> Plain for (A, B, C, D) {}
+
 /// A fixed-length, zero-filled array of `T` in shared memory, writable through `&self` by
-/// every thread and every process of the pool that holds a handle.
+/// every thread and every process of the pool that holds a handle. `T` is a [`Plain`] value
+/// type (integers, floats, `bool`, arrays and tuples of them).
 ///
 /// Elements are read and written with volatile, element-sized accesses: each `get`/`set` is
 /// a single access, but nothing orders them between processes. Protect read-modify-write
 /// sequences with a [`crate::sync::Lock`] (its acquire/release order the accesses), or use
-/// one writer per element. `T` must be plain data: any bit pattern, including all zeroes,
-/// must be a valid `T` (integers, floats, arrays of them) — a zero-filled `bool` or `char`
-/// is fine, but a value written by another process is only as valid as what it wrote.
+/// one writer per element.
 ///
 /// ```
 /// use poolrun_core::shm::SharedArray;
@@ -43,7 +88,7 @@ impl<T: Copy> Clone for SharedArray<T> {
     }
 }
 
-impl<T: Copy> SharedArray<T> {
+impl<T: Plain> SharedArray<T> {
     const ELEM: usize = std::mem::size_of::<T>();
 
     /// A new zero-filled array of `len` elements.
@@ -83,9 +128,10 @@ impl<T: Copy> SharedArray<T> {
 
     /// Element `i`. Panics if `i >= len()`, like slice indexing.
     pub fn get(&self, i: usize) -> T {
-        // SAFETY: `slot` is in bounds and aligned; the memory is initialised (zero-filled
-        // at creation, then only written with whole `T`s); T: Copy and plain data (type
-        // docs). Volatile: other processes write this memory behind the compiler's back.
+        // SAFETY: `slot` is in bounds and aligned; the memory holds either zero bytes (valid
+        // for T: Plain) or a whole `T` written by `set` in some process of the pool, and a
+        // Plain value has no pointers, so it is valid here too. Volatile: other processes
+        // write this memory behind the compiler's back.
         unsafe { std::ptr::read_volatile(self.slot(i)) }
     }
 
@@ -108,7 +154,7 @@ impl<T: Copy> SharedArray<T> {
     }
 }
 
-impl<T: Copy + fmt::Debug> fmt::Debug for SharedArray<T> {
+impl<T: Copy> fmt::Debug for SharedArray<T> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("SharedArray")
             .field("len", &self.len)
@@ -117,7 +163,7 @@ impl<T: Copy + fmt::Debug> fmt::Debug for SharedArray<T> {
     }
 }
 
-impl<T: Copy> Serialize for SharedArray<T> {
+impl<T: Plain> Serialize for SharedArray<T> {
     fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
         self.map
             .to_wire()
@@ -126,7 +172,7 @@ impl<T: Copy> Serialize for SharedArray<T> {
     }
 }
 
-impl<'de, T: Copy> Deserialize<'de> for SharedArray<T> {
+impl<'de, T: Plain> Deserialize<'de> for SharedArray<T> {
     fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
         let w = Wire::deserialize(d)?;
         let map = Mapping::from_wire(&w, Kind::Array, Self::ELEM as u32)

@@ -23,8 +23,10 @@ mod array;
 mod bytes;
 mod forksafe;
 pub(crate) mod segment;
+#[cfg(test)]
+mod tests;
 
-pub use array::SharedArray;
+pub use array::{Plain, SharedArray};
 pub use bytes::SharedBytes;
 
 /// Why a shared-memory operation failed.
