@@ -2,6 +2,7 @@
 
 use std::fmt;
 use std::marker::PhantomData;
+use std::sync::atomic::{AtomicU16, AtomicU32, AtomicU64, AtomicU8, Ordering};
 use std::sync::Arc;
 
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
@@ -59,10 +60,12 @@ unsafe impl<A: Plain, B: Plain, C: Plain, D: Plain> Plain for (A, B, C, D) {}
 /// every thread and every process of the pool that holds a handle. `T` is a [`Plain`] value
 /// type (integers, floats, `bool`, arrays and tuples of them).
 ///
-/// Elements are read and written with volatile, element-sized accesses: each `get`/`set` is
-/// a single access, but nothing orders them between processes. Protect read-modify-write
-/// sequences with a [`crate::sync::Lock`] (its acquire/release order the accesses), or use
-/// one writer per element.
+/// Elements of 1, 2, 4 or 8 bytes (naturally aligned) are read and written with relaxed
+/// atomic accesses, so a `get` never sees a torn value; larger elements are copied with
+/// volatile accesses and can tear under a concurrent `set`. Nothing orders accesses to
+/// different elements between processes. Protect read-modify-write sequences with a
+/// [`crate::sync::Lock`] (its acquire/release order the accesses), or use one writer per
+/// element.
 ///
 /// ```
 /// use poolrun_core::shm::SharedArray;
@@ -128,17 +131,50 @@ impl<T: Plain> SharedArray<T> {
 
     /// Element `i`. Panics if `i >= len()`, like slice indexing.
     pub fn get(&self, i: usize) -> T {
-        // SAFETY: `slot` is in bounds and aligned; the memory holds either zero bytes (valid
-        // for T: Plain) or a whole `T` written by `set` in some process of the pool, and a
-        // Plain value has no pointers, so it is valid here too. Volatile: other processes
-        // write this memory behind the compiler's back.
-        unsafe { std::ptr::read_volatile(self.slot(i)) }
+        let p = self.slot(i);
+        macro_rules! atomic_load {
+            ($a:ty) => {{
+                // SAFETY: `p` is in bounds and aligned for T, and T has the size of `$a`
+                // and at least its alignment (checked by the match below), so it is a
+                // valid `$a` location; every access to it goes through atomics of this
+                // size or volatile whole-T copies of other element types (never both for
+                // one segment: the element size is checked when a handle is received).
+                let v = unsafe { (*(p as *const $a)).load(Ordering::Relaxed) };
+                // SAFETY: the bytes are zero (valid for T: Plain) or a whole T written by
+                // `set` in some process of the pool; a Plain value has no pointers.
+                unsafe { std::mem::transmute_copy::<_, T>(&v) }
+            }};
+        }
+        match (Self::ELEM, std::mem::align_of::<T>() >= Self::ELEM) {
+            (1, _) => atomic_load!(AtomicU8),
+            (2, true) => atomic_load!(AtomicU16),
+            (4, true) => atomic_load!(AtomicU32),
+            (8, true) => atomic_load!(AtomicU64),
+            // SAFETY: as above; other sizes are copied with a volatile read (a torn read
+            // of a larger element is possible under a concurrent `set`: guard with a Lock).
+            _ => unsafe { std::ptr::read_volatile(p) },
+        }
     }
 
     /// Set element `i` to `v`. Panics if `i >= len()`, like slice indexing.
     pub fn set(&self, i: usize, v: T) {
-        // SAFETY: as in `get`; shared memory is meant to be written through `&self`.
-        unsafe { std::ptr::write_volatile(self.slot(i), v) }
+        let p = self.slot(i);
+        macro_rules! atomic_store {
+            ($a:ty, $u:ty) => {{
+                // SAFETY: T has the size of `$u` (checked by the match below).
+                let bits = unsafe { std::mem::transmute_copy::<T, $u>(&v) };
+                // SAFETY: as in `get`: an aligned, in-bounds `$a` location.
+                unsafe { (*(p as *const $a)).store(bits, Ordering::Relaxed) }
+            }};
+        }
+        match (Self::ELEM, std::mem::align_of::<T>() >= Self::ELEM) {
+            (1, _) => atomic_store!(AtomicU8, u8),
+            (2, true) => atomic_store!(AtomicU16, u16),
+            (4, true) => atomic_store!(AtomicU32, u32),
+            (8, true) => atomic_store!(AtomicU64, u64),
+            // SAFETY: as in `get`; shared memory is meant to be written through `&self`.
+            _ => unsafe { std::ptr::write_volatile(p, v) },
+        }
     }
 
     /// Copy all elements out.
