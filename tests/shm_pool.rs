@@ -205,3 +205,19 @@ fn sigkilled_owner_leaves_nothing_behind() {
     }
     assert_eq!(dev_shm(), before);
 }
+
+/// A worker recycled right after returning a segment it created (max_tasks_per_child = 1):
+/// the parent must still receive it.
+#[test]
+fn returned_segment_survives_worker_recycling() {
+    let p = Pool::new(
+        Mode::Process,
+        PoolConfig::new().workers(1).max_tasks_per_child(Some(1)),
+    )
+    .unwrap();
+    for n in 1..=20usize {
+        let a = p.submit(make, n).result().unwrap().unwrap();
+        assert_eq!(a.get(n - 1), (n as u32 - 1) * 3);
+    }
+    p.shutdown(true, false);
+}

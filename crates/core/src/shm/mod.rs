@@ -67,3 +67,20 @@ pub enum ShmError {
 pub fn pinned_segments() -> usize {
     segment::pinned_count()
 }
+
+/// How long a process keeps a segment alive after sending a handle to it that no receiver
+/// has decoded yet — a task queued that long, or cancelled, or lost with a dead worker
+/// (default 5 minutes). A handle decoded later than this, after the sender dropped all its
+/// own handles, fails with [`ShmError::Gone`]. See README, "Lifetime".
+pub fn set_pin_timeout(timeout: std::time::Duration) {
+    segment::set_pin_max(timeout)
+}
+
+/// Block until every handle this process sent has been received (so the receivers could
+/// map the segments), or `timeout` passes; true if none is pending. A process that sent
+/// handles — e.g. a pool worker returning a `SharedArray` it created — must call this
+/// before it exits on purpose, or the receiver may find the segment gone. Returns at once
+/// when nothing is pending.
+pub fn wait_pins_released(timeout: std::time::Duration) -> bool {
+    segment::wait_pins_released(timeout)
+}

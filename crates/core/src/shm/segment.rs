@@ -11,7 +11,7 @@
 //! - a handle serializes as [`Wire`] `(pid, fd, inode, id, kind, len)` naming *this*
 //!   process's fd; the receiver opens `/proc/<pid>/fd/<fd>`, checks the link is a poolrun
 //!   memfd, the inode, and the header's magic + id. The sender pins its mapping until a
-//!   receiver has attached (header `pending` back to 0) or [`PIN_MAX`] passed.
+//!   receiver has attached (header `pending` back to 0) or the pin timeout passed.
 
 use std::collections::HashMap;
 use std::fmt;
@@ -37,8 +37,20 @@ pub(crate) const STATE_OFFSET: usize = 512;
 pub(crate) const STATE_SIZE: usize = HEADER_SIZE - STATE_OFFSET;
 /// `"poolrun\x01"`: marks a poolrun segment (version 1 of this layout).
 const MAGIC: u64 = u64::from_le_bytes(*b"poolrun\x01");
-/// Longest a sender keeps a segment alive for a handle that no receiver attached.
-pub(crate) const PIN_MAX: Duration = Duration::from_secs(30);
+/// Longest a sender keeps a segment alive for a handle that no receiver attached, in ms
+/// (default 300 s; `shm::set_pin_timeout`).
+static PIN_MAX_MS: AtomicU64 = AtomicU64::new(300_000);
+
+pub(crate) fn set_pin_max(d: Duration) {
+    PIN_MAX_MS.store(
+        d.as_millis().min(u64::MAX as u128) as u64,
+        Ordering::Relaxed,
+    );
+}
+
+fn pin_max() -> Duration {
+    Duration::from_millis(PIN_MAX_MS.load(Ordering::Relaxed))
+}
 /// Longest site string stored in the header (the creation site of a sync primitive).
 const SITE_MAX: usize = 120;
 
@@ -490,18 +502,20 @@ fn pin(map: Arc<Mapping>) {
     }
 }
 
-/// Drop pins whose segment has been attached (pending 0) or that are older than PIN_MAX.
+/// Drop pins whose segment has been attached (pending 0) or that are older than the pin
+/// timeout.
 /// Returns how many remain and the age of the youngest.
 fn sweep() -> (usize, Duration) {
     let now = Instant::now();
     let mut dropped = Vec::new();
-    let mut youngest = PIN_MAX;
+    let max = pin_max();
+    let mut youngest = max;
     let left = {
         let mut p = pins();
         let mut i = 0;
         while i < p.len() {
             let age = now.duration_since(p[i].since);
-            let done = p[i].map.header().pending.load(Ordering::Acquire) == 0 || age > PIN_MAX;
+            let done = p[i].map.header().pending.load(Ordering::Acquire) == 0 || age > max;
             if done {
                 dropped.push(p.swap_remove(i));
             } else {
@@ -540,6 +554,21 @@ fn sweeper() {
                 return;
             }
         }
+    }
+}
+
+/// Wait until every pin of this process is released (its handles were received) or
+/// `timeout` passes. Returns true if none is left.
+pub(crate) fn wait_pins_released(timeout: Duration) -> bool {
+    let end = Instant::now() + timeout;
+    loop {
+        if sweep().0 == 0 {
+            return true;
+        }
+        if Instant::now() >= end {
+            return false;
+        }
+        std::thread::sleep(Duration::from_millis(1));
     }
 }
 
