@@ -67,7 +67,10 @@ pub(crate) fn main_loop(
             }
         };
         let (trampoline, func, items) = match msg {
-            ToWorker::Exit => return 0,
+            ToWorker::Exit => {
+                poolrun_core::shm::wait_pins_released(std::time::Duration::from_secs(5));
+                return 0;
+            }
             ToWorker::Job {
                 trampoline,
                 func,
@@ -108,6 +111,9 @@ pub(crate) fn main_loop(
                 last_flush = sys::now_ns();
             }
             if quota_hit {
+                // Shared-memory handles in the results name this process's fds: stay until
+                // the parent has mapped them (at once when there are none).
+                poolrun_core::shm::wait_pins_released(std::time::Duration::from_secs(5));
                 return 0;
             }
         }
