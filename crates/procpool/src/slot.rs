@@ -196,15 +196,18 @@ pub(crate) fn feeder(shared: Arc<Shared>, idx: usize) {
             (&slot.done, &slot.idle)
         };
         let Some(mut job) = q.take(quota, stop, idle) else {
-            if q.is_finished() && !q.is_killing() {
-                // Nothing left anywhere: tell the worker to exit (tiny message, nothing in
-                // flight, so it cannot block).
-                let tx = slot.lock().conn.as_ref().map(|c| c.tx.clone());
-                if let (Some(tx), Ok(bytes)) = (tx, codec::encode(&ToWorker::Exit)) {
-                    let _ = tx.send(&bytes);
-                }
+            if q.is_killing() {
+                return;
             }
-            return;
+            if q.is_finished() {
+                // Nothing left anywhere: tell the worker to exit (tiny message, nothing in
+                // flight, so it cannot block). A worker forked after this is told by its
+                // collector.
+                send_exit(slot);
+                return;
+            }
+            // The slot's collector ended: re-check (a poisoned slot keeps failing jobs).
+            continue;
         };
         if let Some(e) = poison {
             job.fail_all(&e);
@@ -266,6 +269,20 @@ pub(crate) fn feeder(shared: Arc<Shared>, idx: usize) {
             Err(job) => requeue(&shared, vec![job]),
             Ok(tx) => send_or_kill(slot, generation, &tx, &bytes),
         }
+    }
+}
+
+/// Ask the slot's worker, if any, to exit (shutdown). Only when nothing is in flight.
+fn send_exit(slot: &Slot) {
+    let tx = {
+        let st = slot.lock();
+        if !st.in_flight.is_empty() {
+            return;
+        }
+        st.conn.as_ref().map(|c| c.tx.clone())
+    };
+    if let (Some(tx), Ok(bytes)) = (tx, codec::encode(&ToWorker::Exit)) {
+        let _ = tx.send(&bytes);
     }
 }
 
@@ -409,7 +426,14 @@ fn backoff(failures: usize) -> Duration {
 /// Receive from the worker until it is gone; returns how it ended and whether it got ready.
 fn receive(shared: &Shared, slot: &Slot, h: &WorkerHandle) -> (End, bool) {
     let mut ready = false;
+    let mut exit_sent = false;
     loop {
+        if !exit_sent && shared.queue.is_finished() {
+            // The pool finished while this worker was being forked (its feeder may already
+            // be gone): tell it to exit.
+            send_exit(slot);
+            exit_sent = true;
+        }
         let mut wait = TICK;
         if let Some(t) = shared.task_timeout {
             let (running, since) = h.status.running();

@@ -203,6 +203,7 @@ fn child_main(
             return 1;
         }
         sys::start_watchdog(lifeline);
+        worker::install_panic_hook();
         worker::main_loop(setup, &rx, &tx, &status)
     }))
     .unwrap_or(101);

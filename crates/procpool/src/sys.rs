@@ -211,6 +211,18 @@ pub(crate) fn child_setup(parent: Pid, foreign_fds: &[RawFd]) -> bool {
     true
 }
 
+/// Write `bytes` to fd 2 without taking std's stderr lock (worker panic messages).
+pub(crate) fn write_stderr(mut bytes: &[u8]) {
+    while !bytes.is_empty() {
+        match nix::unistd::write(std::io::stderr(), bytes) {
+            Ok(0) => return,
+            Ok(n) => bytes = &bytes[n.min(bytes.len())..],
+            Err(Errno::EINTR) => continue,
+            Err(_) => return,
+        }
+    }
+}
+
 /// End the current (worker) process at once: no destructors, no atexit handlers, no
 /// unwinding into the parent's code (invariant F1).
 pub(crate) fn exit_now(code: i32) -> ! {

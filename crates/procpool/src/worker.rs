@@ -9,8 +9,9 @@
 //! 4. After `max_tasks` items, flush and exit 0 (the parent replaces it); on `Exit`, or when
 //!    the parent is gone, exit 0.
 
-use std::sync::atomic::AtomicBool;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
+use std::time::Duration;
 
 use ipc_channel::ipc::{IpcBytesReceiver, IpcSender};
 
@@ -27,6 +28,40 @@ use crate::transport::{self, FromWorker, ResultEntry, ToWorker};
 const FLUSH_EVERY_NS: u64 = 1_000_000;
 /// A result buffer larger than this is not kept for the next item.
 const SCRATCH_KEEP: usize = 1 << 20;
+
+/// Exit status of a worker that found the parent's panic machinery locked at fork time
+/// (`EX_TEMPFAIL`); the pool counts it as a start-up failure and forks another.
+pub(crate) const EXIT_UNSAFE_FORK: i32 = 75;
+/// How long installing the panic hook may take before the worker gives up.
+const HOOK_DEADLINE: Duration = Duration::from_millis(300);
+
+/// Give this worker process its own panic hook, before any user code runs.
+///
+/// Why: std's default hook takes global locks (the hook lock, and the backtrace lock for the
+/// whole message). If a host thread was inside a panic hook at the instant of `fork`, the
+/// child inherits those locks held by a thread that does not exist in it, and its first
+/// panic — a panicking initializer or task — would hang forever. Our hook takes no lock
+/// (formats, then one `write(2)`); the parent's hook never runs in a worker.
+/// `set_hook` itself needs the hook lock: if that was inherited held, a deadman thread ends
+/// the worker with [`EXIT_UNSAFE_FORK`] and the pool forks a fresh one.
+pub(crate) fn install_panic_hook() {
+    let installed = Arc::new(AtomicBool::new(false));
+    let flag = installed.clone();
+    let _ = std::thread::Builder::new()
+        .name("poolrun-hook-deadman".into())
+        .stack_size(64 * 1024)
+        .spawn(move || {
+            std::thread::sleep(HOOK_DEADLINE);
+            if !flag.load(Ordering::SeqCst) {
+                sys::exit_now(EXIT_UNSAFE_FORK);
+            }
+        });
+    std::panic::set_hook(Box::new(|info| {
+        let line = format!("poolrun worker {}: {info}\n", std::process::id());
+        sys::write_stderr(line.as_bytes());
+    }));
+    installed.store(true, Ordering::SeqCst);
+}
 
 /// Run the worker; returns the exit code.
 pub(crate) fn main_loop(
