@@ -491,6 +491,17 @@ mod tests {
     }
 
     #[test]
+    fn connector_gives_up_after_5_tries() {
+        let ready = Event::new().unwrap();
+        let r = connector(Ping {
+            ready,
+            tries: 5,
+            retry_ms: 1,
+        });
+        assert_eq!(r, Err("service not ready after 5 tries".to_string()));
+    }
+
+    #[test]
     fn fix_is_only_for_deadlock() {
         assert_eq!(
             demo(Scenario::Event, Mode::Thread, false, Some(Fix::Order)),

@@ -14,7 +14,13 @@ use super::ShmError;
 /// process and for which all-zero bytes are a valid value (arrays start zero-filled).
 ///
 /// Implemented for the integer and float types, `bool`, `char`, `()`, arrays and tuples
-/// (up to 4) of them.
+/// (up to 4) of them. References are not plain: another process could not follow them, and
+/// a zero-filled one would be null.
+///
+/// ```compile_fail
+/// use poolrun_core::shm::SharedArray;
+/// let a = SharedArray::<&'static str>::new(1).unwrap();
+/// ```
 ///
 /// # Safety
 /// An implementor must be `Copy`, valid when all its bytes are zero, and contain no

@@ -146,6 +146,15 @@ pub(crate) use handle_impls;
 
 /// Holds a [`Lock`], [`RLock`] or [`Semaphore`]; releases it on drop. Not `Send`: a lock
 /// is released by the thread that took it (that is what makes owner checks sound).
+///
+/// ```compile_fail
+/// use poolrun_core::sync::Lock;
+/// let lock = Lock::new().unwrap();
+/// let g = lock.acquire(None).unwrap();
+/// std::thread::scope(|s| {
+///     s.spawn(move || drop(g)); // a guard cannot move to another thread
+/// });
+/// ```
 #[must_use = "the lock is released as soon as the guard is dropped"]
 pub struct Guard<'a> {
     inner: Inner<'a>,
