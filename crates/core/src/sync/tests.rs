@@ -502,3 +502,44 @@ fn zero_length_segments() {
         Err(SyncError::Timeout)
     ));
 }
+
+/// Lockdep: consistent orders from many threads are never reported (no false positives),
+/// re-entry of an RLock is not an edge, and an inverted order is reported even when the
+/// two orders never overlap in time (no deadlock happened).
+#[test]
+fn lockdep_no_false_positives_and_sequential_inversion() {
+    lockdep::enable();
+    let a = Lock::named("a").unwrap();
+    let b = RLock::named("b").unwrap();
+    let c = Condition::new().unwrap();
+    let hs: Vec<_> = (0..4)
+        .map(|_| {
+            let (a, b, c) = (a.clone(), b.clone(), c.clone());
+            std::thread::spawn(move || {
+                for _ in 0..200 {
+                    let _ga = a.acquire(T).unwrap();
+                    let _gb = b.acquire(T).unwrap();
+                    let _gb2 = b.acquire(T).unwrap(); // re-entry: no edge b → b
+                    let _gc = c.acquire(T).unwrap();
+                }
+            })
+        })
+        .collect();
+    for h in hs {
+        h.join().unwrap();
+    }
+    // Much later, with nothing else running: b then a inverts a → b.
+    let gb = b.acquire(T).unwrap();
+    match a.acquire(T) {
+        Err(SyncError::LockOrderInversion { report }) => {
+            assert!(report.held.contains("\"b\""), "{report}");
+            assert!(report.acquiring.contains("\"a\""), "{report}");
+            assert!(report.other_held_at.contains("tests.rs"), "{report}");
+        }
+        other => panic!("expected an inversion, got {other:?}"),
+    }
+    drop(gb);
+    // The allowed order still works.
+    let _ga = a.acquire(T).unwrap();
+    let _gb = b.acquire(T).unwrap();
+}
