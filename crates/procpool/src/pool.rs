@@ -22,6 +22,9 @@ use crate::transport;
 /// More than this many workers in a row dying before they became ready breaks the pool
 /// (the restart-intensity limit; an OTP supervisor's `intensity`).
 pub(crate) const RESTART_LIMIT: usize = 5;
+/// More than this many workers in a row forked while the host was inside a panic hook
+/// breaks the pool.
+const UNSAFE_FORK_LIMIT: usize = 50;
 /// How long a daemon pool's drop waits for its threads after killing the workers.
 const DROP_JOIN_LIMIT: Duration = Duration::from_secs(10);
 
@@ -34,6 +37,8 @@ pub(crate) struct Shared {
     pub max_tasks: Option<usize>,
     /// Workers in a row that died before becoming ready.
     startup_failures: AtomicUsize,
+    /// Workers in a row that found the panic machinery locked at fork.
+    unsafe_forks: AtomicUsize,
     /// Where the direct-dispatch scan starts (round robin).
     next_slot: AtomicUsize,
     init_reported: AtomicBool,
@@ -57,6 +62,9 @@ impl Shared {
         if self.startup_failures.load(Ordering::Relaxed) != 0 {
             self.startup_failures.store(0, Ordering::Relaxed);
         }
+        if self.unsafe_forks.load(Ordering::Relaxed) != 0 {
+            self.unsafe_forks.store(0, Ordering::Relaxed);
+        }
     }
 
     /// A worker died before it became ready (or could not be forked). Returns how many in a
@@ -69,6 +77,19 @@ impl Shared {
             ));
         }
         n
+    }
+
+    /// A worker exited because it was forked while the host was inside a panic hook
+    /// (`worker::EXIT_UNSAFE_FORK`). Retried without the restart back-off; only a long run of
+    /// these (the host panicking non-stop) breaks the pool.
+    pub(crate) fn unsafe_fork(&self) {
+        let n = self.unsafe_forks.fetch_add(1, Ordering::SeqCst) + 1;
+        if n > UNSAFE_FORK_LIMIT {
+            self.break_pool(&format!(
+                "{n} workers in a row were forked while the host was inside a panic hook; \
+                 not respawning"
+            ));
+        }
     }
 
     /// Give up on the pool: fail every queued and future task with `Broken`.
@@ -255,6 +276,7 @@ impl ProcessPool {
             task_timeout: cfg.get_task_timeout(),
             max_tasks: cfg.get_max_tasks_per_child(),
             startup_failures: AtomicUsize::new(0),
+            unsafe_forks: AtomicUsize::new(0),
             next_slot: AtomicUsize::new(0),
             init_reported: AtomicBool::new(false),
             live_threads: Mutex::new(0),

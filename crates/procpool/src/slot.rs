@@ -581,6 +581,11 @@ fn teardown(shared: &Shared, slot: &Slot, h: WorkerHandle, end: End, ready: bool
             shared.report_init_failure(pid, &msg);
             slot.poison(TaskError::Initializer(msg), shared);
         }
+        _ if !ready && info.code == Some(crate::worker::EXIT_UNSAFE_FORK) => {
+            // Not the worker's fault: it was forked while a host thread was inside a panic
+            // hook. Fork again (bounded separately, see `Shared::unsafe_fork`).
+            shared.unsafe_fork();
+        }
         _ if !ready && !killing && !shared.queue.is_finished() => {
             shared.startup_failure(&format!(
                 "worker {pid} died before it was ready ({})",

@@ -343,35 +343,3 @@ fn crashing_initializer_is_stopped_by_the_restart_limit() {
     std::thread::sleep(Duration::from_millis(100));
     assert!(p.worker_pids().is_empty(), "{:?}", p.worker_pids());
 }
-
-fn panics_always(x: u64) -> u64 {
-    panic!("task {x} panics")
-}
-
-/// A host thread that is inside std's panic hook at the instant of a fork leaves the hook
-/// and backtrace locks held in the child; the worker must not hang on its first panic.
-#[test]
-fn host_panicking_while_workers_fork_does_not_hang_them() {
-    let stop = Arc::new(AtomicBool::new(false));
-    let noise = {
-        let stop = stop.clone();
-        std::thread::spawn(move || {
-            while !stop.load(Ordering::SeqCst) {
-                let _ = std::panic::catch_unwind(|| panic!("host noise"));
-            }
-        })
-    };
-    for round in 0..8 {
-        let p = ProcessPool::new(PoolConfig::new().workers(2)).expect("pool");
-        let fs: Vec<_> = (0..4).map(|i| p.submit(panics_always, i)).collect();
-        for f in fs {
-            let r = f.result_timeout(LIMIT);
-            assert!(
-                matches!(&r, Err(TaskError::Panicked { .. })),
-                "round {round}: {r:?}"
-            );
-        }
-    }
-    stop.store(true, Ordering::SeqCst);
-    noise.join().expect("noise thread");
-}

@@ -157,11 +157,12 @@ fn parent_sigkill_leaves_no_worker_alive() {
     );
 }
 
-#[test]
-fn busy_multithreaded_host_forks_and_respawns_safely() {
-    let _g = serial();
+/// Run the helper in `mode`, bounded; returns its last `OK ...`/`FAIL ...` line.
+fn run_helper(mode: &str) -> String {
     let mut child = helper()
-        .arg("host-threads")
+        .arg(mode)
+        .env_remove("RUST_BACKTRACE")
+        .env_remove("RUST_LIB_BACKTRACE")
         .stdout(Stdio::piped())
         .stderr(Stdio::null())
         .spawn()
@@ -171,7 +172,7 @@ fn busy_multithreaded_host_forks_and_respawns_safely() {
     std::thread::spawn(move || {
         let mut last = String::new();
         for line in BufReader::new(stdout).lines().map_while(Result::ok) {
-            if line.starts_with("OK ") {
+            if line.starts_with("OK ") || line.starts_with("FAIL") {
                 last = line;
             }
         }
@@ -190,12 +191,28 @@ fn busy_multithreaded_host_forks_and_respawns_safely() {
         std::thread::sleep(Duration::from_millis(20));
     };
     let status = status.expect("helper hung (deadlock in a forked worker?)");
-    assert!(status.success(), "helper failed: {status:?}");
     let last = rx.recv_timeout(LIMIT).expect("helper output");
+    assert!(
+        status.success(),
+        "helper {mode} failed: {status:?} {last:?}"
+    );
+    last
+}
+
+#[test]
+fn busy_multithreaded_host_forks_and_respawns_safely() {
+    let _g = serial();
+    let last = run_helper("host-threads");
     let ok: u32 = last
         .trim_start_matches("OK ")
         .trim()
         .parse()
         .expect("OK count");
     assert!(ok >= 250, "only {ok} of 300 tasks succeeded");
+}
+
+#[test]
+fn host_panicking_while_workers_fork_does_not_hang_them() {
+    let _g = serial();
+    assert_eq!(run_helper("host-panics"), "OK 8");
 }

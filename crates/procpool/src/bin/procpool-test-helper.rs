@@ -5,6 +5,8 @@
 //!   is gone a second later.
 //! - `host-threads`: run 8 host threads that print and allocate non-stop while the pool forks
 //!   and respawns workers whose tasks print too; prints `OK <n>` when every task finished.
+//! - `host-panics`: a host thread panics in a loop (default hook) while pools fork workers
+//!   whose tasks panic; prints `OK 8` when every round's tasks failed `Panicked` in time.
 
 use std::io::Write;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -106,6 +108,54 @@ fn host_threads() -> i32 {
     0
 }
 
+fn panics_always(x: u64) -> u64 {
+    panic!("task {x} panics")
+}
+
+/// A host thread that is inside std's panic hook at the instant of a fork leaves the hook
+/// and backtrace locks held in the child; workers must still run (and panic) normally.
+fn host_panics() -> i32 {
+    let stop = Arc::new(AtomicBool::new(false));
+    let noise = {
+        let stop = stop.clone();
+        std::thread::spawn(move || {
+            while !stop.load(Ordering::SeqCst) {
+                let _ = std::panic::catch_unwind(|| panic!("host noise"));
+                std::thread::sleep(Duration::from_micros(20));
+            }
+        })
+    };
+    let mut code = 0;
+    'rounds: for round in 0..8 {
+        let pool = match ProcessPool::new(PoolConfig::new().workers(2)) {
+            Ok(p) => p,
+            Err(e) => {
+                eprintln!("helper: {e}");
+                code = 2;
+                break;
+            }
+        };
+        let fs: Vec<_> = (0..4).map(|i| pool.submit(panics_always, i)).collect();
+        for f in fs {
+            match f.result_timeout(Duration::from_secs(20)) {
+                Err(TaskError::Panicked { .. }) => {}
+                other => {
+                    println!("FAIL round {round}: {other:?}");
+                    code = 1;
+                    break 'rounds;
+                }
+            }
+        }
+    }
+    stop.store(true, Ordering::SeqCst);
+    let _ = noise.join();
+    if code == 0 {
+        println!("OK 8");
+    }
+    let _ = std::io::stdout().flush();
+    code
+}
+
 fn main() {
     let args: Vec<String> = std::env::args().skip(1).collect();
     let code = match args.first().map(String::as_str) {
@@ -114,8 +164,9 @@ fn main() {
             parent_kill(n)
         }
         Some("host-threads") => host_threads(),
+        Some("host-panics") => host_panics(),
         _ => {
-            eprintln!("usage: procpool-test-helper parent-kill N | host-threads");
+            eprintln!("usage: procpool-test-helper parent-kill N | host-threads | host-panics");
             2
         }
     };
