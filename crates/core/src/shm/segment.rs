@@ -469,6 +469,10 @@ impl Drop for Mapping {
 struct Pin {
     map: Arc<Mapping>,
     since: Instant,
+    /// The process that pinned it. A forked child inherits a copy of its parent's pins;
+    /// they are the parent's business (the parent's fd is the one handles name), so the
+    /// child drops them at its first sweep and never waits for them.
+    pid: u32,
 }
 
 fn pins() -> ForkGuard<'static, Vec<Pin>> {
@@ -479,11 +483,12 @@ fn pins() -> ForkGuard<'static, Vec<Pin>> {
 static SWEEPER_PID: AtomicU32 = AtomicU32::new(0);
 
 fn pin(map: Arc<Mapping>) {
+    let me = std::process::id();
     pins().push(Pin {
         map,
         since: Instant::now(),
+        pid: me,
     });
-    let me = std::process::id();
     // In a forked child the parent's sweeper does not exist: SWEEPER_PID names the parent.
     let cur = SWEEPER_PID.load(Ordering::Acquire);
     if cur != me
@@ -507,6 +512,7 @@ fn pin(map: Arc<Mapping>) {
 /// Returns how many remain and the age of the youngest.
 fn sweep() -> (usize, Duration) {
     let now = Instant::now();
+    let me = std::process::id();
     let mut dropped = Vec::new();
     let max = pin_max();
     let mut youngest = max;
@@ -515,7 +521,9 @@ fn sweep() -> (usize, Duration) {
         let mut i = 0;
         while i < p.len() {
             let age = now.duration_since(p[i].since);
-            let done = p[i].map.header().pending.load(Ordering::Acquire) == 0 || age > max;
+            let done = p[i].pid != me
+                || p[i].map.header().pending.load(Ordering::Acquire) == 0
+                || age > max;
             if done {
                 dropped.push(p.swap_remove(i));
             } else {
