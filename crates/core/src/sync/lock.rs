@@ -64,13 +64,21 @@ impl Lock {
     /// is free again); [`SyncError::WouldDeadlock`] if this thread already holds it;
     /// [`SyncError::LockOrderInversion`] with [`lockdep`] on.
     #[track_caller]
+    #[inline]
     pub fn acquire(&self, timeout: Option<Duration>) -> Result<Guard<'_>, SyncError> {
-        let site = Location::caller();
         let (pid, tid) = ids();
-        let tracked = lockdep::is_enabled();
-        if !tracked && self.raw().try_lock_pid(pid, tid) {
+        if !lockdep::is_enabled() && self.raw().try_lock_pid(pid, tid) {
             return Ok(Guard::new(Inner::Lock(self)));
         }
+        self.acquire_slow(tid, timeout)
+    }
+
+    /// Contended, or tracked by lockdep.
+    #[track_caller]
+    #[inline(never)]
+    fn acquire_slow(&self, tid: u32, timeout: Option<Duration>) -> Result<Guard<'_>, SyncError> {
+        let site = Location::caller();
+        let tracked = lockdep::is_enabled();
         if self.raw().owner() == tid {
             return Err(SyncError::WouldDeadlock);
         }
@@ -92,6 +100,7 @@ impl Lock {
         self.raw().owner() != 0
     }
 
+    #[inline]
     pub(super) fn release(&self) {
         if lockdep::is_enabled() {
             lockdep::released(self.map.id());

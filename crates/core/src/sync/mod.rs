@@ -177,6 +177,7 @@ impl<'a> Guard<'a> {
 }
 
 impl Drop for Guard<'_> {
+    #[inline]
     fn drop(&mut self) {
         match self.inner {
             Inner::Lock(l) => l.release(),
