@@ -8,6 +8,12 @@
 //! waits is not remembered, and a waiter that times out leaves without consuming a
 //! notification meant for another. Limit: a waiter *process* killed mid-wait keeps its
 //! slot and may absorb one later notification.
+//!
+//! Differences from CPython: the condition's lock is a plain (non-re-entrant) lock, where
+//! CPython defaults to an `RLock` (taking it twice in one thread is
+//! `Err(SyncError::WouldDeadlock)`); `notify` takes the lock itself when the caller does
+//! not hold it, where CPython raises `RuntimeError`; notified threads are woken when the
+//! notifier releases the lock, not while it still holds it.
 
 use std::marker::PhantomData;
 use std::panic::Location;
