@@ -117,6 +117,8 @@ struct QueueState {
     broken: Option<String>,
     /// Feeders waiting on `cond` (their slot was idle when they went to sleep).
     idle_waiting: usize,
+    /// Feeders waiting on `ahead`.
+    ahead_waiting: usize,
 }
 
 /// The pool-wide queue.
@@ -204,7 +206,7 @@ impl Queue {
             // Only queued jobs make a re-check worth a wake-up; a job pushed later wakes
             // the right feeder itself (`wake_one`).
             let st = self.lock();
-            if !st.jobs.is_empty() {
+            if !st.jobs.is_empty() && st.ahead_waiting > 0 {
                 self.ahead.notify_all();
             }
         }
@@ -213,16 +215,19 @@ impl Queue {
     /// Wake one feeder for a new job: an idle worker's first. `locked` proves the caller
     /// holds the queue lock (no lost wake-up).
     fn wake_one(&self, locked: &QueueState) {
+        // (each notify is a syscall even with nobody waiting: only notify sleepers)
         if self.idle_slots.load(Ordering::SeqCst) > 0 {
             if locked.idle_waiting > 0 {
                 self.cond.notify_one();
-            } else {
+            } else if locked.ahead_waiting > 0 {
                 // The idle slot's feeder went to sleep before its worker became idle (or
                 // is on its way): let the sleepers re-check which kind they are.
                 self.ahead.notify_all();
             }
         } else {
-            self.ahead.notify_one();
+            if locked.ahead_waiting > 0 {
+                self.ahead.notify_one();
+            }
             if locked.idle_waiting > 0 {
                 // A feeder asleep as "idle" whose worker got busy since (a direct
                 // dispatch) may take the job ahead too.
@@ -319,11 +324,13 @@ impl Queue {
                     .0;
                 st.idle_waiting -= 1;
             } else {
+                st.ahead_waiting += 1;
                 st = self
                     .ahead
                     .wait_timeout(st, Duration::from_millis(500))
                     .unwrap_or_else(|p| p.into_inner())
                     .0;
+                st.ahead_waiting -= 1;
             }
         };
         if !st.jobs.is_empty() {

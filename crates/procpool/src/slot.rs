@@ -56,6 +56,8 @@ pub(crate) struct SlotState {
     pub poisoned: Option<TaskError>,
     /// Whether this slot is counted in the queue's idle slots.
     counted_idle: bool,
+    /// The feeder is waiting on the slot's condvar.
+    feeder_waiting: bool,
 }
 
 impl SlotState {
@@ -184,7 +186,14 @@ pub(crate) fn feeder(shared: Arc<Shared>, idx: usize) {
                         break (st.generation, left, None);
                     }
                 }
-                st = slot.cond.wait(st).unwrap_or_else(|p| p.into_inner());
+                // Every change notifies; the timeout is only a backstop.
+                st.feeder_waiting = true;
+                st = slot
+                    .cond
+                    .wait_timeout(st, Duration::from_millis(500))
+                    .unwrap_or_else(|p| p.into_inner())
+                    .0;
+                st.feeder_waiting = false;
             }
         };
         // 2. Take a job.
@@ -488,7 +497,10 @@ fn deliver(shared: &Shared, slot: &Slot, entries: &[ResultEntry], data: &[u8]) {
             }
         }
         st.refresh_idle(&slot.idle, &shared.queue, shared.max_tasks);
-        slot.cond.notify_all();
+        if st.feeder_waiting {
+            // (a notify is a syscall even with nobody waiting: skip it when we can)
+            slot.cond.notify_all();
+        }
     }
     if !done.is_empty() {
         shared.startup_succeeded();
