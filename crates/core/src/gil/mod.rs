@@ -74,16 +74,23 @@ struct WorkerCtx {
 }
 
 thread_local! {
+    /// The innermost live binding of this thread (null: none) — what `checkpoint` reads.
     static CTX: Cell<*const WorkerCtx> = const { Cell::new(std::ptr::null()) };
+    /// Every live binding of this thread, innermost last (bindings may nest, and may be
+    /// dropped in any order); `CTX` is always its last element or null.
+    static STACK: std::cell::RefCell<Vec<*const WorkerCtx>> =
+        const { std::cell::RefCell::new(Vec::new()) };
 }
 
 /// Run `f` with the current thread's worker context, if any.
 #[inline]
 fn with_ctx<T>(f: impl FnOnce(Option<&WorkerCtx>) -> T) -> T {
     let p = CTX.with(|c| c.get());
-    // SAFETY: CTX is only ever set by `WorkerBinding::new` to a pointer into the `Box`
-    // that binding owns, and reset to null in its `Drop`, on the same thread (the binding
-    // is `!Send`). So a non-null pointer always refers to a live `WorkerCtx`.
+    // SAFETY: CTX is only ever set (by `WorkerBinding::new` and `Drop`) to null or to the
+    // last element of this thread's STACK, which holds pointers into the `Box`es of the
+    // thread's live bindings: each binding pushes its pointer when created and removes it
+    // in its `Drop`, on the same thread (a binding is `!Send`). So a non-null pointer
+    // always refers to a live `WorkerCtx`.
     let ctx = unsafe { p.as_ref() };
     f(ctx)
 }
@@ -152,6 +159,10 @@ pub fn holds_gil() -> bool {
 
 /// Binds the current thread as a pool worker: makes [`checkpoint`] see the pool's GIL and
 /// stop flag. For pool implementations; dropping it unbinds the thread.
+///
+/// Bindings may nest (the innermost live one is in effect; dropping it restores the one
+/// before). Do not run a task of a binding inside a task of another binding of the *same*
+/// GIL: the thread would wait for a GIL it holds itself.
 pub struct WorkerBinding {
     ctx: Box<WorkerCtx>,
     _not_send: std::marker::PhantomData<*const ()>,
@@ -166,7 +177,9 @@ impl WorkerBinding {
             stop,
             holding: Cell::new(false),
         });
-        CTX.with(|c| c.set(&*ctx as *const WorkerCtx));
+        let p = &*ctx as *const WorkerCtx;
+        STACK.with(|s| s.borrow_mut().push(p));
+        CTX.with(|c| c.set(p));
         WorkerBinding {
             ctx,
             _not_send: std::marker::PhantomData,
@@ -202,7 +215,13 @@ impl WorkerBinding {
 
 impl Drop for WorkerBinding {
     fn drop(&mut self) {
-        CTX.with(|c| c.set(std::ptr::null()));
+        let me = &*self.ctx as *const WorkerCtx;
+        let top = STACK.with(|s| {
+            let mut s = s.borrow_mut();
+            s.retain(|&p| p != me);
+            s.last().copied().unwrap_or(std::ptr::null())
+        });
+        CTX.with(|c| c.set(top));
     }
 }
 
@@ -211,5 +230,53 @@ impl fmt::Debug for WorkerBinding {
         f.debug_struct("WorkerBinding")
             .field("gil", &self.ctx.gil.is_some())
             .finish()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn flag() -> Arc<AtomicBool> {
+        Arc::new(AtomicBool::new(false))
+    }
+
+    #[test]
+    fn bindings_nest_and_unbind_in_any_order() {
+        let g1 = Gil::new(Duration::from_millis(5));
+        let g2 = Gil::new(Duration::from_millis(5));
+        let outer = WorkerBinding::new(Some(g1.clone()), flag());
+        outer.run_task(|| {
+            assert!(holds_gil());
+            // An inner binding to another GIL, e.g. a nested pool's worker on this thread.
+            let inner = WorkerBinding::new(Some(g2.clone()), flag());
+            inner.run_task(|| assert!(holds_gil()));
+            drop(inner);
+            // The outer binding is in effect again, still holding g1.
+            assert!(holds_gil());
+            checkpoint();
+        });
+        // Dropped out of order: the outer first, then the inner.
+        let a = WorkerBinding::new(None, flag());
+        let b = WorkerBinding::new(Some(g1.clone()), flag());
+        drop(a);
+        b.run_task(|| assert!(holds_gil()));
+        drop(b);
+        drop(outer);
+        assert!(!holds_gil());
+        checkpoint(); // unbound again: a no-op
+        assert_eq!(g1.stats().switches, 1);
+        assert_eq!(g2.stats().switches, 1);
+    }
+
+    #[test]
+    fn stop_flag_of_the_innermost_binding_applies() {
+        let stop = flag();
+        let b = WorkerBinding::new(None, stop.clone());
+        stop.store(true, Ordering::SeqCst);
+        let r = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| b.run_task(checkpoint)));
+        assert!(r.is_err_and(|p| p.is::<TaskStopped>()));
+        drop(b);
+        checkpoint(); // off-pool: the stop flag is no longer seen
     }
 }
