@@ -214,12 +214,23 @@ fn connector(p: Ping) -> Result<u32, String> {
     Err(format!("service not ready after {} tries", p.tries))
 }
 
-fn checker((ready, delay_ms): (Event, u64)) -> String {
+/// Milliseconds since the Unix epoch (0 if the clock is before it).
+fn epoch_ms() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_millis() as u64)
+        .unwrap_or(0)
+}
+
+/// Sets the event once the service is "up": at `up_at_ms` (epoch ms, fixed by the driver,
+/// so a worker that starts late does not shift it).
+fn checker((ready, up_at_ms): (Event, u64)) -> String {
+    let wait = up_at_ms.saturating_sub(epoch_ms());
     println!(
-        "  checker: checking the service for {delay_ms} ms [{}]",
+        "  checker: checking the service for {wait} ms [{}]",
         whoami()
     );
-    std::thread::sleep(Duration::from_millis(delay_ms));
+    std::thread::sleep(Duration::from_millis(wait));
     println!("  checker: service is up: setting the event");
     ready.set();
     whoami()
@@ -230,15 +241,16 @@ fn event(pool: &Pool) -> i32 {
         Ok(e) => e,
         Err(e) => return fail("Event::new", e),
     };
+    let up_at = epoch_ms() + 250;
     let c = pool.submit(
         connector,
         Ping {
             ready: ready.clone(),
             tries: 5,
-            retry_ms: 100,
+            retry_ms: 120,
         },
     );
-    let k = pool.submit(checker, (ready, 250));
+    let k = pool.submit(checker, (ready, up_at));
     let checked = k.result();
     match (c.result(), checked) {
         (Ok(Ok(t)), Ok(_)) => {
