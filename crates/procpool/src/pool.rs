@@ -28,6 +28,13 @@ const UNSAFE_FORK_LIMIT: usize = 50;
 /// How long a daemon pool's drop waits for its threads after killing the workers.
 const DROP_JOIN_LIMIT: Duration = Duration::from_secs(10);
 
+/// How many chunks a process-mode `map` keeps in flight: at least 16, so that with small
+/// chunks the queue never runs dry between the consumer's wake-ups (each chunk is a message
+/// round trip). Still a fixed bound: an endless input runs in bounded memory.
+fn map_window(workers: usize) -> usize {
+    default_window(workers).max(16)
+}
+
 /// State shared by the pool handle, its slot threads and its `map` iterators.
 pub(crate) struct Shared {
     pub queue: Arc<Queue>,
@@ -452,7 +459,7 @@ impl Executor for ProcessPool {
         let src = IterSource::new(args.into_iter(), move |items: Vec<A>| {
             shared.submit_batch(f, items)
         });
-        MapIter::new(Box::new(src), default_window(self.workers))
+        MapIter::new(Box::new(src), map_window(self.workers))
     }
 
     fn map_unordered<A, R, I>(&self, f: fn(A) -> R, args: I) -> MapUnordered<R>
@@ -466,7 +473,7 @@ impl Executor for ProcessPool {
         let src = IterSource::new(args.into_iter(), move |items: Vec<A>| {
             shared.submit_batch(f, items)
         });
-        MapUnordered::new(Box::new(src), default_window(self.workers))
+        MapUnordered::new(Box::new(src), map_window(self.workers))
     }
 
     fn shutdown(&self, wait: bool, cancel_pending: bool) {
