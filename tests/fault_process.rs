@@ -123,6 +123,17 @@ static RUNS: OnceLock<SharedArray<u32>> = OnceLock::new();
 /// `task_timeout` path is exercised rather than pre-empted by a random kill.
 static HANGERS: OnceLock<SharedArray<u32>> = OnceLock::new();
 
+/// RSS after glibc gave its free heap pages back (`malloc_trim(0)`): separates memory
+/// that is still in use from free memory the allocator keeps (fragmentation across the
+/// pool's threads' arenas).
+fn trimmed_rss() -> u64 {
+    // SAFETY: malloc_trim only releases free heap memory; it has no preconditions.
+    unsafe {
+        libc::malloc_trim(0);
+    }
+    rss_bytes()
+}
+
 fn vm_size_bytes() -> Option<u64> {
     let s = std::fs::read_to_string("/proc/self/status").ok()?;
     let line = s.lines().find(|l| l.starts_with("VmSize:"))?;
@@ -462,6 +473,7 @@ fn process_pool_survives_injected_faults_under_load() {
     let mut outcomes = [0usize; 8];
     let mut injected = [0usize; 8];
     let mut rss_after = Vec::new();
+    let mut rss_trimmed = Vec::new();
     let mut next_idx = 0u32;
     let wait_limit = Duration::from_secs(30);
 
@@ -550,6 +562,7 @@ fn process_pool_survives_injected_faults_under_load() {
         // Measured with nothing of this round left alive in the test itself.
         drop((jobs, calls, seen_code));
         rss_after.push(rss_bytes());
+        rss_trimmed.push(trimmed_rss());
     }
 
     // Phase 2: an ordered map with chunks over the rest.
@@ -581,6 +594,7 @@ fn process_pool_survives_injected_faults_under_load() {
     assert_eq!(got, map_n, "map lost results");
     drop(jobs);
     rss_after.push(rss_bytes());
+    rss_trimmed.push(trimmed_rss());
     let elapsed = t0.elapsed();
 
     stop.store(true, Ordering::SeqCst);
@@ -624,6 +638,12 @@ fn process_pool_survives_injected_faults_under_load() {
     let warm_rss = rss_after[0];
     let max_rss = rss_after.iter().copied().max().unwrap_or(warm_rss);
     let growth = max_rss.saturating_sub(warm_rss);
+    let trim_growth = rss_trimmed
+        .iter()
+        .copied()
+        .max()
+        .unwrap_or(0)
+        .saturating_sub(rss_trimmed.first().copied().unwrap_or(0));
     let k = kills.lock().unwrap_or_else(|p| p.into_inner());
     let injected_s: Vec<String> = (1..8)
         .map(|i| format!("{}={}", KINDS[i], injected[i]))
@@ -632,7 +652,7 @@ fn process_pool_survives_injected_faults_under_load() {
         "FAULT-SUMMARY mode=process workers={workers} tasks={total} elapsed={:.1}s injected[{}] \
          killer[SIGKILL={} SIGSEGV={} SIGTERM={} tasks_hit={ext_hits}] expected_outcomes={} \
          lost=0 duplicated=0 callbacks_exactly_once={} reruns={reruns} zombies={zombies_left} \
-         max_zombie_age={:?} fd_leak=0 shm_leak=0 rss_after_warmup={:.1}MiB rss_growth={:.2}MiB (rounds: {:?})",
+         max_zombie_age={:?} fd_leak=0 shm_leak=0 rss_after_warmup={:.1}MiB rss_growth={:.2}MiB (rounds: {:?}) trimmed_rss_growth={:.2}MiB (rounds: {:?})",
         elapsed.as_secs_f64(),
         injected_s.join(" "),
         k.by_signal.get(&9).unwrap_or(&0),
@@ -644,6 +664,11 @@ fn process_pool_survives_injected_faults_under_load() {
         mib(warm_rss),
         mib(growth),
         rss_after
+            .iter()
+            .map(|b| format!("{:.1}", mib(*b)))
+            .collect::<Vec<_>>(),
+        mib(trim_growth),
+        rss_trimmed
             .iter()
             .map(|b| format!("{:.1}", mib(*b)))
             .collect::<Vec<_>>(),
