@@ -10,6 +10,7 @@
 use std::collections::BTreeSet;
 use std::fmt;
 use std::os::fd::{OwnedFd, RawFd};
+use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
 use std::sync::{Arc, Mutex, OnceLock};
 
 use crossbeam_channel::{bounded, unbounded, Sender};
@@ -80,10 +81,31 @@ struct Request {
     reply: Sender<Result<WorkerHandle, String>>,
 }
 
+/// Set in every worker process: a worker may not start pools of its own (its copy of the
+/// spawner's channel leads to a thread that does not exist in it), like CPython's daemonic
+/// processes, which may not have children.
+static IN_WORKER: AtomicBool = AtomicBool::new(false);
+
+/// The pid of the process whose spawner thread `SPAWNER` talks to.
+static SPAWNER_PID: AtomicU32 = AtomicU32::new(0);
+
 fn spawner() -> Result<&'static Sender<Request>, String> {
     static SPAWNER: OnceLock<Result<Sender<Request>, String>> = OnceLock::new();
+    if IN_WORKER.load(Ordering::Relaxed) {
+        return Err("a process pool cannot be created inside a pool worker process".into());
+    }
+    let owner = SPAWNER_PID.load(Ordering::SeqCst);
+    if owner != 0 && owner != std::process::id() {
+        // This process is a fork (made by someone else) of the one that started the
+        // spawner thread: the thread does not exist here, and waiting on it would hang.
+        return Err(format!(
+            "this process was forked from process {owner} after it used a process pool; \
+             create process pools before forking, or in the original process"
+        ));
+    }
     SPAWNER
         .get_or_init(|| {
+            SPAWNER_PID.store(std::process::id(), Ordering::SeqCst);
             sys::init_clock();
             let (tx, rx) = unbounded::<Request>();
             std::thread::Builder::new()
@@ -198,6 +220,7 @@ fn child_main(
     status: StatusPage,
     lifeline: OwnedFd,
 ) -> ! {
+    IN_WORKER.store(true, Ordering::Relaxed);
     let code = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
         if !sys::child_setup(parent, foreign) {
             return 1;

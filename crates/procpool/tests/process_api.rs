@@ -402,3 +402,18 @@ fn pool_dropped_inside_its_own_callback_does_not_hang() {
     assert_eq!(f.result_timeout(LIMIT), Ok(20));
     rx.recv_timeout(LIMIT).expect("callback finished");
 }
+
+fn nested_pool(_: ()) -> String {
+    match ProcessPool::new(PoolConfig::new().workers(1)) {
+        Ok(_) => "created".into(),
+        Err(e) => e.to_string(),
+    }
+}
+
+#[test]
+fn a_worker_cannot_start_its_own_process_pool() {
+    let p = pool(1);
+    let msg = p.submit(nested_pool, ()).result_timeout(LIMIT).unwrap();
+    assert!(msg.contains("inside a pool worker"), "{msg}");
+    assert_eq!(p.submit(square, 3).result_timeout(LIMIT), Ok(9));
+}
