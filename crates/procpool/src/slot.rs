@@ -263,8 +263,10 @@ pub(crate) fn feeder(shared: Arc<Shared>, idx: usize) {
         let n = job.items.len();
         let tx = {
             let mut st = slot.lock();
+            // (a direct dispatch may have used some of the quota meanwhile)
+            let fits = shared.max_tasks.is_none_or(|m| st.sent + n <= m);
             match &st.conn {
-                Some(c) if st.generation == generation => {
+                Some(c) if st.generation == generation && fits => {
                     let tx = c.tx.clone();
                     st.sent += n;
                     st.in_flight.push_back(job);
