@@ -226,8 +226,10 @@ fn is_expected(idx: u32, fault: Fault, r: &Result<Out, TaskError>, timeout: Dura
         ) => *e == c,
         (Fault::Hang, Err(TaskError::TimedOut { after })) => *after == timeout,
         // postcard reports a custom `Deserialize` error without its message
-        // ("Serde Deserialization Error"), so only the variant can be checked.
-        (Fault::BadDecode, Err(TaskError::Codec(m))) => m.starts_with("decode"),
+        // ("Serde Deserialization Error"); the codec names the type that failed.
+        (Fault::BadDecode, Err(TaskError::Codec(m))) => {
+            m.starts_with("decode") && m.contains("fault_process::Out")
+        }
         _ => false,
     }
 }

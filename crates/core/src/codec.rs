@@ -20,13 +20,17 @@ pub fn encode_into<T: Serialize + ?Sized>(value: &T, buf: Vec<u8>) -> Result<Vec
 
 /// Decode a value. Trailing bytes are an error: a message must be exactly one value.
 pub fn decode<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, TaskError> {
+    // The message names the target type: postcard drops the text of a custom
+    // `Deserialize` error ("Serde Deserialization Error"), so the type is the only clue to
+    // which payload failed (found by the reliability suite, RELIABILITY.md).
     let (value, rest) = postcard::take_from_bytes::<T>(bytes)
-        .map_err(|e| TaskError::Codec(format!("decode: {e}")))?;
+        .map_err(|e| TaskError::Codec(format!("decode {}: {e}", std::any::type_name::<T>())))?;
     if rest.is_empty() {
         Ok(value)
     } else {
         Err(TaskError::Codec(format!(
-            "decode: {} trailing bytes after the value",
+            "decode {}: {} trailing bytes after the value",
+            std::any::type_name::<T>(),
             rest.len()
         )))
     }
