@@ -13,6 +13,7 @@
 //! `POOLRUN_BENCH_NO_PYTHON=1` skips the CPython peers).
 
 use std::hint::black_box;
+use std::sync::{Arc, Condvar, Mutex};
 use std::time::{Duration, Instant};
 
 use criterion::{criterion_group, Criterion, Throughput};
@@ -33,7 +34,7 @@ fn n_tasks() -> u64 {
 /// A forked echo child over two ipc-channel byte channels: the round-trip floor.
 struct PingPong {
     tx: IpcBytesSender,
-    rx: IpcBytesReceiver,
+    rx: Option<IpcBytesReceiver>,
     child: nix::unistd::Pid,
 }
 
@@ -60,7 +61,7 @@ impl PingPong {
                 drop(child_tx);
                 PingPong {
                     tx: to_child,
-                    rx: from_child,
+                    rx: Some(from_child),
                     child,
                 }
             }
@@ -69,7 +70,7 @@ impl PingPong {
 
     fn round_trip(&self, x: u64) -> u64 {
         self.tx.send(&x.to_le_bytes()).expect("send");
-        let b = self.rx.recv().expect("recv");
+        let b = self.rx.as_ref().expect("receiver").recv().expect("recv");
         u64::from_le_bytes(b[..8].try_into().expect("8 bytes"))
     }
 
@@ -80,7 +81,7 @@ impl PingPong {
     }
 }
 
-fn roundtrip(c: &mut Criterion, pp: &PingPong) {
+fn roundtrip(c: &mut Criterion, pp: &mut PingPong) {
     let mut g = c.benchmark_group("roundtrip");
     g.sample_size(30);
     g.measurement_time(Duration::from_secs(4));
@@ -92,7 +93,47 @@ fn roundtrip(c: &mut Criterion, pp: &PingPong) {
             black_box(pp.round_trip(i))
         })
     });
+    // The floor for any design where a parent thread receives the reply and hands it to
+    // the waiting caller (as a pool must, to complete futures and run callbacks): the same
+    // ping-pong, with the reply received by a second thread and handed over via a condvar.
+    let handoff = Arc::new((Mutex::new(None::<u64>), Condvar::new()));
+    let (req_tx, req_rx) = std::sync::mpsc::channel::<u64>();
+    let receiver = {
+        let handoff = handoff.clone();
+        let rx = pp.rx.take().expect("receiver");
+        std::thread::spawn(move || {
+            while req_rx.recv().is_ok() {
+                let Ok(b) = rx.recv() else { break };
+                let v = u64::from_le_bytes(b[..8].try_into().unwrap_or([0; 8]));
+                *handoff.0.lock().unwrap_or_else(|p| p.into_inner()) = Some(v);
+                handoff.1.notify_all();
+            }
+            rx
+        })
+    };
+    g.bench_function("raw_pingpong_reply_via_receiver_thread", |b| {
+        let mut i = 0u64;
+        b.iter(|| {
+            i += 1;
+            let _ = req_tx.send(i); // lets the receiver thread block in recv first
+            pp.tx.send(&i.to_le_bytes()).expect("send");
+            let mut g = handoff.0.lock().unwrap_or_else(|p| p.into_inner());
+            loop {
+                if let Some(v) = g.take() {
+                    break black_box(v);
+                }
+                g = handoff.1.wait(g).unwrap_or_else(|p| p.into_inner());
+            }
+        })
+    });
+    drop(req_tx);
+    pp.rx = receiver.join().ok();
+    g.finish();
     let pool = ProcessPool::new(PoolConfig::new().workers(1)).expect("pool");
+    let mut g = c.benchmark_group("roundtrip");
+    g.sample_size(30);
+    g.measurement_time(Duration::from_secs(4));
+    g.warm_up_time(Duration::from_secs(1));
     g.bench_function("poolrun_submit_result_1_worker", |b| {
         let mut i = 0u64;
         b.iter(|| {
@@ -176,11 +217,19 @@ fn python_peers() {
     if std::env::var_os("POOLRUN_BENCH_NO_PYTHON").is_some() {
         return;
     }
-    let script = concat!(env!("CARGO_MANIFEST_DIR"), "/benches/python_process_peer.py");
+    let script = concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/benches/python_process_peer.py"
+    );
     let n = n_tasks().to_string();
-    match std::process::Command::new("python3").args([script, &n, "2"]).output() {
+    match std::process::Command::new("python3")
+        .args([script, &n, "2"])
+        .output()
+    {
         Ok(out) => {
-            println!("\n--- CPython peers (same run): python3 benches/python_process_peer.py {n} 2");
+            println!(
+                "\n--- CPython peers (same run): python3 benches/python_process_peer.py {n} 2"
+            );
             print!("{}", String::from_utf8_lossy(&out.stdout));
             eprint!("{}", String::from_utf8_lossy(&out.stderr));
         }
@@ -192,9 +241,9 @@ criterion_group!(benches, tiny_tasks, startup);
 
 fn main() {
     // Fork the ping-pong child before criterion (or anything else) starts a thread.
-    let pp = PingPong::start();
+    let mut pp = PingPong::start();
     let mut c = Criterion::default().configure_from_args();
-    roundtrip(&mut c, &pp);
+    roundtrip(&mut c, &mut pp);
     pp.stop();
     benches();
     c.final_summary();
