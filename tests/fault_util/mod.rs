@@ -7,6 +7,8 @@
 //! pools and fds in parallel threads.
 #![allow(dead_code)]
 
+pub mod faults;
+
 use std::collections::BTreeSet;
 use std::sync::{Mutex, MutexGuard};
 use std::time::{Duration, Instant};
