@@ -343,3 +343,24 @@ fn crashing_initializer_is_stopped_by_the_restart_limit() {
     std::thread::sleep(Duration::from_millis(100));
     assert!(p.worker_pids().is_empty(), "{:?}", p.worker_pids());
 }
+
+fn slow_on_2(x: u64) -> u64 {
+    if x == 2 {
+        std::thread::sleep(Duration::from_secs(30));
+    }
+    x
+}
+
+#[test]
+fn timeout_inside_a_chunk_fails_only_that_item() {
+    let t = Duration::from_millis(300);
+    let p = ProcessPool::new(PoolConfig::new().workers(1).task_timeout(Some(t))).unwrap();
+    let out: Vec<_> = p.map(slow_on_2, 0..6u64).chunksize(6).collect();
+    for (i, r) in out.into_iter().enumerate() {
+        if i == 2 {
+            assert_eq!(r, Err(TaskError::TimedOut { after: t }));
+        } else {
+            assert_eq!(r, Ok(i as u64));
+        }
+    }
+}
