@@ -96,7 +96,8 @@ pub struct CompareArgs {
     /// Also write an SVG chart of speedup against workers per mode to this file.
     #[arg(long, value_name = "FILE.svg")]
     pub plot: Option<PathBuf>,
-    /// Run each row N times and keep the fastest (steadier figures on a busy machine).
+    /// Run every row N times, round-robin, and keep each row's fastest run (steadier
+    /// figures on a busy machine).
     #[arg(long, value_name = "N", default_value_t = 1)]
     pub repeat: usize,
     /// The emulated GIL's switch interval in milliseconds (CPython's default: 5).
@@ -304,8 +305,8 @@ fn plan(args: &CompareArgs, cores: usize) -> Result<Plan, String> {
 
 // ---------------------------------------------------------------- running
 
-/// Run the plan's tasks through `pool.map` `plan.repeat` times, checking the results;
-/// return the fastest wall time and the process-wide GIL counters over that run.
+/// Warm the pool, then run the plan's tasks through `pool.map` once, checking the results;
+/// return the wall time and the process-wide GIL counters over that run.
 fn run_on(
     pool: &Pool,
     plan: &Plan,
@@ -317,16 +318,9 @@ fn run_on(
     for r in pool.map(noop, warm).timeout(limit) {
         r.map_err(|e| format!("warm-up failed: {e}"))?;
     }
-    let mut best: Option<(Duration, GilStats)> = None;
-    for _ in 0..plan.repeat {
-        let before = gil::stats();
-        let wall = run_once(pool, plan, expected, limit)?;
-        let stats = gil::stats().since(&before);
-        if best.is_none_or(|(b, _)| wall < b) {
-            best = Some((wall, stats));
-        }
-    }
-    best.ok_or_else(|| "no run".to_string())
+    let before = gil::stats();
+    let wall = run_once(pool, plan, expected, limit)?;
+    Ok((wall, gil::stats().since(&before)))
 }
 
 /// One timed `map` of all tasks, results checked against `expected`.
@@ -372,26 +366,17 @@ fn run_once(
     Ok(wall)
 }
 
+/// One serial run of all tasks in the calling thread: (wall time, results).
 fn serial(plan: &Plan) -> (Duration, Vec<u64>) {
-    // Warm up (page faults, frequency ramp) so serial is not penalised for going first.
-    let _ = std::hint::black_box(count_primes(MIXED_PRIMES_BELOW));
-    let mut best: Option<(Duration, Vec<u64>)> = None;
-    for _ in 0..plan.repeat {
-        let t0 = Instant::now();
-        let out: Vec<u64> = (0..plan.tasks)
-            .map(|_| match plan.workload {
-                Workload::Cpu => cpu_task(CPU_PRIMES_BELOW),
-                Workload::Io => io_task(IO_SLEEP_MS),
-                Workload::Mixed => mixed_task((MIXED_PRIMES_BELOW, MIXED_SLEEP_MS)),
-            })
-            .collect();
-        let wall = t0.elapsed();
-        if best.as_ref().is_none_or(|(b, _)| wall < *b) {
-            best = Some((wall, out));
-        }
-    }
-    // `plan.repeat >= 1` (validated), so there is a best run.
-    best.unwrap_or_default()
+    let t0 = Instant::now();
+    let out: Vec<u64> = (0..plan.tasks)
+        .map(|_| match plan.workload {
+            Workload::Cpu => cpu_task(CPU_PRIMES_BELOW),
+            Workload::Io => io_task(IO_SLEEP_MS),
+            Workload::Mixed => mixed_task((MIXED_PRIMES_BELOW, MIXED_SLEEP_MS)),
+        })
+        .collect();
+    (t0.elapsed(), out)
 }
 
 fn measure(kind: Kind, workers: usize, plan: &Plan, expected: &[u64], limit: Duration) -> Row {
@@ -442,22 +427,49 @@ fn load_average() -> Option<f64> {
         .ok()
 }
 
+/// Run every row `plan.repeat` times, round-robin (serial, then each mode and worker count,
+/// then again), keeping each row's fastest run: a burst of other load then hurts one run of
+/// each row rather than every run of one row.
 fn execute(plan: Plan, progress: bool) -> Report {
     let load_before = load_average();
-    let (serial_wall, expected) = serial(&plan);
+    // Warm up (page faults, frequency ramp) so serial is not penalised for going first.
+    let _ = std::hint::black_box(count_primes(MIXED_PRIMES_BELOW));
+    let (mut serial_wall, expected) = serial(&plan);
     // A mode that takes 20× the serial time (plus a minute) is stuck: give up on it.
     let limit = serial_wall * 20 + Duration::from_secs(60);
-    let mut rows = vec![];
-    for kind in PARALLEL {
-        for &j in &plan.jobs {
-            if progress {
-                eprint!("\rcompare: {} × {j} ...          ", kind.label());
+    let mut rows: Vec<Row> = vec![];
+    for round in 0..plan.repeat {
+        if round > 0 {
+            serial_wall = serial_wall.min(serial(&plan).0);
+        }
+        let mut i = 0;
+        for kind in PARALLEL {
+            for &j in &plan.jobs {
+                if progress {
+                    eprint!(
+                        "\rcompare: round {}/{}: {} × {j} ...          ",
+                        round + 1,
+                        plan.repeat,
+                        kind.label()
+                    );
+                }
+                let row = measure(kind, j, &plan, &expected, limit);
+                match rows.get_mut(i) {
+                    None => rows.push(row),
+                    Some(best) => match (&best.wall, &row.wall) {
+                        // A failure in any round is what the row reports.
+                        (Err(_), _) => {}
+                        (Ok(_), Err(_)) => *best = row,
+                        (Ok(b), Ok(w)) if w < b => *best = row,
+                        (Ok(_), Ok(_)) => {}
+                    },
+                }
+                i += 1;
             }
-            rows.push(measure(kind, j, &plan, &expected, limit));
         }
     }
     if progress {
-        eprint!("\r{:40}\r", "");
+        eprint!("\r{:50}\r", "");
     }
     Report {
         plan,
@@ -553,7 +565,7 @@ impl Report {
             o,
             "wall = one map() of all tasks on a started pool (start-up excluded){}\n",
             if p.repeat > 1 {
-                format!(", fastest of {}", p.repeat)
+                format!(", fastest of {} round-robin rounds", p.repeat)
             } else {
                 String::new()
             }
@@ -1106,6 +1118,8 @@ mod tests {
             "1,2",
             "--format",
             "json",
+            "--repeat",
+            "2",
             "--plot",
             svg.to_str().expect("utf-8 temp path"),
         ]);
@@ -1114,6 +1128,7 @@ mod tests {
         let j: serde_json::Value = serde_json::from_slice(&out).expect("one JSON object");
         assert_eq!(j["workload"], "io");
         assert_eq!(j["tasks"], 4);
+        assert_eq!(j["repeat"], 2);
         let rows = j["rows"].as_array().expect("rows");
         assert_eq!(rows.len(), 7, "serial + 3 modes × 2 worker counts");
         for r in rows {
