@@ -514,7 +514,18 @@ impl Report {
         let show = |x: Option<(f64, usize)>| {
             x.map_or("unavailable".to_string(), |(s, _)| format!("{s:.1}×"))
         };
+        // CPU work that does not speed up even on free threads or processes, with more
+        // than one worker tried on a multi-core machine: no core was free to use.
+        let max_j = self.plan.jobs.last().copied().unwrap_or(1);
+        let nothing_scaled = self.plan.workload != Workload::Io
+            && self.plan.cores >= 2
+            && max_j >= 2
+            && [pr, fr].iter().all(|b| b.is_none_or(|(s, _)| s < 1.25))
+            && (pr.is_some() || fr.is_some());
         let advice = match (pr, gl) {
+            _ if nothing_scaled => "inconclusive: not even free threads or processes sped up, \
+                so no core was free (a busy machine?); rerun when it is idle"
+                .to_string(),
             (Some((ps, _)), Some((gs, _))) => {
                 if ps > gs * 1.15 {
                     "use processes".to_string()
@@ -1095,6 +1106,15 @@ mod tests {
         assert!(r.text().contains("unavailable: not yet"));
         assert_eq!(r.json()["rows"][5]["available"], false);
         assert!(r.svg().contains("process (unavailable)"));
+
+        // Nothing scaled, not even processes: the verdict does not pretend to know.
+        let mut r = fake_report(true);
+        for row in &mut r.rows {
+            if row.wall.is_ok() {
+                row.wall = Ok(Duration::from_millis(990));
+            }
+        }
+        assert!(r.verdict().contains("inconclusive"), "{}", r.verdict());
 
         let mut r = fake_report(true);
         assert!(r.busy_note().is_none());
