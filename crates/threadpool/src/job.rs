@@ -105,11 +105,12 @@ fn run_one<A, R: Send + 'static>(
                 promise: Mutex::new(Some(promise)),
                 worker: ctx.shared.clone(),
             });
-            let deadline = Instant::now() + after;
-            timer.schedule(deadline, after, slot.clone());
-            let out = ctx
-                .binding
-                .run_task(|| catch_unwind(AssertUnwindSafe(move || f(arg))));
+            // The deadline is armed once the task really starts, i.e. after `run_task` took
+            // the GIL: waiting for the GIL is not the task's running time.
+            let out = ctx.binding.run_task(|| {
+                timer.schedule(Instant::now() + after, after, slot.clone());
+                catch_unwind(AssertUnwindSafe(move || f(arg)))
+            });
             let promise = slot
                 .promise
                 .lock()
