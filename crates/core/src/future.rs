@@ -66,15 +66,34 @@ impl<R> Inner<R> {
         self.state.lock().unwrap_or_else(|p| p.into_inner())
     }
 
-    /// Move to a terminal state: run callbacks (outside the lock, in this thread), then
-    /// publish and wake waiters. `from` is the set of statuses the transition is legal from.
+    /// Claim the right to complete: `from` → COMPLETING. Callers hold the state lock, so
+    /// of two completers (or a completer and `cancel`) exactly one wins; `Promise::start`
+    /// races with them lock-free through the same compare-exchange.
+    fn claim(&self, from: u8) -> bool {
+        self.status
+            .compare_exchange(from, COMPLETING, Ordering::AcqRel, Ordering::Acquire)
+            .is_ok()
+    }
+
+    /// PENDING → CANCELLED (callbacks run in this thread). True if cancelled now or before.
+    fn cancel(&self) -> bool {
+        let st = self.lock();
+        if self.claim(PENDING) {
+            self.finish(Err(TaskError::Cancelled), CANCELLED, st);
+            true
+        } else {
+            self.status.load(Ordering::Acquire) == CANCELLED
+        }
+    }
+
+    /// After a successful [`claim`](Self::claim): run callbacks (outside the lock, in this
+    /// thread), then publish `terminal` and wake waiters.
     fn finish<'a>(
         &'a self,
         outcome: Result<R, TaskError>,
         terminal: u8,
         mut st: MutexGuard<'a, State<R>>,
     ) {
-        self.status.store(COMPLETING, Ordering::Release);
         let mut outcome = Some(outcome);
         loop {
             let callbacks = std::mem::take(&mut st.callbacks);
@@ -177,15 +196,7 @@ impl<R> TaskFuture<R> {
     /// Cancel a task that has not started. Returns true if the future is (now) cancelled,
     /// false if it is running or finished (Python's rule). Callbacks run in this thread.
     pub fn cancel(&self) -> bool {
-        let st = self.inner.lock();
-        match self.inner.status.load(Ordering::Acquire) {
-            PENDING => {
-                self.inner.finish(Err(TaskError::Cancelled), CANCELLED, st);
-                true
-            }
-            CANCELLED => true,
-            _ => false,
-        }
+        self.inner.cancel()
     }
 
     /// Block until done or until `timeout` passes (`None`: no limit). True if done.
@@ -361,14 +372,13 @@ impl<R> Promise<R> {
         let Some(inner) = &self.inner else {
             return false;
         };
-        let _st = inner.lock();
-        match inner.status.load(Ordering::Acquire) {
-            PENDING => {
-                inner.status.store(RUNNING, Ordering::Release);
-                true
-            }
-            RUNNING => true,
-            _ => false,
+        // Lock-free: the compare-exchange orders it against `claim` in cancel/complete.
+        match inner
+            .status
+            .compare_exchange(PENDING, RUNNING, Ordering::AcqRel, Ordering::Acquire)
+        {
+            Ok(_) | Err(RUNNING) => true,
+            Err(_) => false,
         }
     }
 
@@ -384,15 +394,7 @@ impl<R> Promise<R> {
         let Some(inner) = &self.inner else {
             return false;
         };
-        let st = inner.lock();
-        match inner.status.load(Ordering::Acquire) {
-            PENDING => {
-                inner.finish(Err(TaskError::Cancelled), CANCELLED, st);
-                true
-            }
-            CANCELLED => true,
-            _ => false,
-        }
+        inner.cancel()
     }
 
     /// Complete the future with `outcome` (ignored if it is already done, e.g. cancelled).
@@ -400,7 +402,7 @@ impl<R> Promise<R> {
     pub fn complete(mut self, outcome: Result<R, TaskError>) {
         if let Some(inner) = self.inner.take() {
             let st = inner.lock();
-            if inner.status.load(Ordering::Acquire) <= RUNNING {
+            if inner.claim(RUNNING) || inner.claim(PENDING) {
                 inner.finish(outcome, FINISHED, st);
             }
         }
@@ -411,10 +413,10 @@ impl<R> Drop for Promise<R> {
     fn drop(&mut self) {
         if let Some(inner) = self.inner.take() {
             let st = inner.lock();
-            match inner.status.load(Ordering::Acquire) {
-                PENDING => inner.finish(Err(TaskError::Cancelled), CANCELLED, st),
-                RUNNING => inner.finish(Err(TaskError::Shutdown), FINISHED, st),
-                _ => {}
+            if inner.claim(PENDING) {
+                inner.finish(Err(TaskError::Cancelled), CANCELLED, st);
+            } else if inner.claim(RUNNING) {
+                inner.finish(Err(TaskError::Shutdown), FINISHED, st);
             }
         }
     }
