@@ -32,23 +32,34 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     println!("primes below 100000: {}", fut.result()?);
 
     // map: input order, lazy, one Result per item
-    for (n, r) in [10u64, 100, 1000].iter().zip(pool.map(count_primes, vec![10, 100, 1000])) {
+    for (n, r) in [10u64, 100, 1000]
+        .iter()
+        .zip(pool.map(count_primes, vec![10, 100, 1000]))
+    {
         println!("primes below {n}: {}", r?);
     }
 
     // as_completed
-    let futs: Vec<_> = (1..=4).map(|i| pool.submit(count_primes, i * 50_000)).collect();
+    let futs: Vec<_> = (1..=4)
+        .map(|i| pool.submit(count_primes, i * 50_000))
+        .collect();
     for (i, r) in as_completed(futs) {
         println!("task {i} finished: {r:?}");
     }
 
     // crash isolation: in process mode only this task fails, the pool carries on
     if mode == Mode::Process {
-        match pool.submit(crash, ()).result_timeout(Duration::from_secs(10)) {
+        match pool
+            .submit(crash, ())
+            .result_timeout(Duration::from_secs(10))
+        {
             Err(e @ TaskError::WorkerDied { .. }) => println!("isolated: {e}"),
             other => println!("unexpected: {other:?}"),
         }
-        println!("still working: {:?}", pool.submit(count_primes, 1000).result());
+        println!(
+            "still working: {:?}",
+            pool.submit(count_primes, 1000).result()
+        );
     }
     pool.shutdown(true, false);
     Ok(())
