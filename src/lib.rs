@@ -22,8 +22,8 @@
 use std::time::Duration;
 
 pub use poolrun_core::{
-    as_completed, codec, gil, shm, sync, wait, AsCompleted, Executor, GilMode, MapIter,
-    MapUnordered, Mode, Payload, PoolConfig, PoolError, ReturnWhen, TaskError, TaskFuture,
+    as_completed, codec, gil, shm, sync, wait, AsCompleted, BatchSubmit, Executor, GilMode,
+    MapIter, MapUnordered, Mode, Payload, PoolConfig, PoolError, ReturnWhen, TaskError, TaskFuture,
 };
 pub use poolrun_procpool::ProcessPool;
 pub use poolrun_threadpool::ThreadPool;
@@ -62,24 +62,12 @@ impl Executor for Pool {
         delegate!(self, p => p.submit(f, arg))
     }
 
-    fn map<A, R, I>(&self, f: fn(A) -> R, args: I) -> MapIter<R>
-    where
-        A: Payload,
-        R: Payload,
-        I: IntoIterator<Item = A>,
-        I::IntoIter: Send + 'static,
-    {
-        delegate!(self, p => p.map(f, args))
+    fn batch_submitter<A: Payload, R: Payload>(&self, f: fn(A) -> R) -> BatchSubmit<A, R> {
+        delegate!(self, p => p.batch_submitter(f))
     }
 
-    fn map_unordered<A, R, I>(&self, f: fn(A) -> R, args: I) -> MapUnordered<R>
-    where
-        A: Payload,
-        R: Payload,
-        I: IntoIterator<Item = A>,
-        I::IntoIter: Send + 'static,
-    {
-        delegate!(self, p => p.map_unordered(f, args))
+    fn map_window(&self) -> usize {
+        delegate!(self, p => p.map_window())
     }
 
     fn shutdown(&self, wait: bool, cancel_pending: bool) {

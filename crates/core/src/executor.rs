@@ -2,7 +2,11 @@
 
 use std::time::Duration;
 
-use crate::{MapIter, MapUnordered, Mode, Payload, TaskFuture};
+use crate::{IterSource, MapIter, MapUnordered, Mode, Payload, TaskFuture};
+
+/// A pool's "submit this chunk of inputs as one job" function for one task `fn`: returns one
+/// future per input, in order. `map` and `map_unordered` are built on it.
+pub type BatchSubmit<A, R> = Box<dyn FnMut(Vec<A>) -> Vec<TaskFuture<R>> + Send>;
 
 /// What a pool can do, identically for threads and processes (`concurrent.futures.Executor`).
 ///
@@ -22,6 +26,16 @@ pub trait Executor: Send + Sync {
     /// that fails to encode) surfaces through the returned future.
     fn submit<A: Payload, R: Payload>(&self, f: fn(A) -> R, arg: A) -> TaskFuture<R>;
 
+    /// The pool's chunk submitter for `f` (see [`BatchSubmit`]); it keeps the pool's
+    /// internals alive, so a `map` iterator outlives nothing it needs. The building block of
+    /// [`map`](Self::map) and [`map_unordered`](Self::map_unordered).
+    fn batch_submitter<A: Payload, R: Payload>(&self, f: fn(A) -> R) -> BatchSubmit<A, R>;
+
+    /// How many chunks `map` keeps in flight.
+    fn map_window(&self) -> usize {
+        default_window(self.workers())
+    }
+
     /// Apply `f` to every input, yielding results in input order, lazily, with a bounded
     /// window in flight. See [`MapIter`].
     fn map<A, R, I>(&self, f: fn(A) -> R, args: I) -> MapIter<R>
@@ -29,7 +43,11 @@ pub trait Executor: Send + Sync {
         A: Payload,
         R: Payload,
         I: IntoIterator<Item = A>,
-        I::IntoIter: Send + 'static;
+        I::IntoIter: Send + 'static,
+    {
+        let src = IterSource::new(args.into_iter(), self.batch_submitter(f));
+        MapIter::new(Box::new(src), self.map_window())
+    }
 
     /// Like [`map`](Self::map) but yields `(input index, result)` in completion order.
     fn map_unordered<A, R, I>(&self, f: fn(A) -> R, args: I) -> MapUnordered<R>
@@ -37,7 +55,11 @@ pub trait Executor: Send + Sync {
         A: Payload,
         R: Payload,
         I: IntoIterator<Item = A>,
-        I::IntoIter: Send + 'static;
+        I::IntoIter: Send + 'static,
+    {
+        let src = IterSource::new(args.into_iter(), self.batch_submitter(f));
+        MapUnordered::new(Box::new(src), self.map_window())
+    }
 
     /// Stop accepting work. With `cancel_pending`, every queued task is cancelled. With
     /// `wait`, return only once running (and, without `cancel_pending`, queued) tasks are

@@ -9,8 +9,8 @@ use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
 use poolrun_core::{
-    codec, default_window, task_pair, Executor, IterSource, MapIter, MapUnordered, Mode, Payload,
-    PoolConfig, PoolError, TaskError, TaskFuture,
+    codec, default_window, task_pair, BatchSubmit, Executor, Mode, Payload, PoolConfig, PoolError,
+    TaskError, TaskFuture,
 };
 
 use crate::queue::{Item, Job, Queue, Rejected};
@@ -448,32 +448,13 @@ impl Executor for ProcessPool {
         }
     }
 
-    fn map<A, R, I>(&self, f: fn(A) -> R, args: I) -> MapIter<R>
-    where
-        A: Payload,
-        R: Payload,
-        I: IntoIterator<Item = A>,
-        I::IntoIter: Send + 'static,
-    {
+    fn batch_submitter<A: Payload, R: Payload>(&self, f: fn(A) -> R) -> BatchSubmit<A, R> {
         let shared = self.shared.clone();
-        let src = IterSource::new(args.into_iter(), move |items: Vec<A>| {
-            shared.submit_batch(f, items)
-        });
-        MapIter::new(Box::new(src), map_window(self.workers))
+        Box::new(move |items| shared.submit_batch(f, items))
     }
 
-    fn map_unordered<A, R, I>(&self, f: fn(A) -> R, args: I) -> MapUnordered<R>
-    where
-        A: Payload,
-        R: Payload,
-        I: IntoIterator<Item = A>,
-        I::IntoIter: Send + 'static,
-    {
-        let shared = self.shared.clone();
-        let src = IterSource::new(args.into_iter(), move |items: Vec<A>| {
-            shared.submit_batch(f, items)
-        });
-        MapUnordered::new(Box::new(src), map_window(self.workers))
+    fn map_window(&self) -> usize {
+        map_window(self.workers)
     }
 
     fn shutdown(&self, wait: bool, cancel_pending: bool) {

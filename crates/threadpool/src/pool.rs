@@ -9,8 +9,7 @@ use std::time::{Duration, Instant};
 use crossbeam_channel::{Receiver, Sender};
 use poolrun_core::gil::{Gil, GilMode, WorkerBinding};
 use poolrun_core::{
-    default_window, task_pair, Executor, IterSource, MapIter, MapUnordered, Mode, Payload,
-    PoolConfig, PoolError, TaskError, TaskFuture,
+    task_pair, BatchSubmit, Executor, Mode, Payload, PoolConfig, PoolError, TaskError, TaskFuture,
 };
 
 use crate::job::{Batch, Job, Task, WorkerCtx};
@@ -342,32 +341,9 @@ impl Executor for ThreadPool {
         fut
     }
 
-    fn map<A, R, I>(&self, f: fn(A) -> R, args: I) -> MapIter<R>
-    where
-        A: Payload,
-        R: Payload,
-        I: IntoIterator<Item = A>,
-        I::IntoIter: Send + 'static,
-    {
+    fn batch_submitter<A: Payload, R: Payload>(&self, f: fn(A) -> R) -> BatchSubmit<A, R> {
         let inner = self.inner.clone();
-        let src = IterSource::new(args.into_iter(), move |items| {
-            ThreadPool::submit_batch(&inner, f, items)
-        });
-        MapIter::new(Box::new(src), default_window(self.workers()))
-    }
-
-    fn map_unordered<A, R, I>(&self, f: fn(A) -> R, args: I) -> MapUnordered<R>
-    where
-        A: Payload,
-        R: Payload,
-        I: IntoIterator<Item = A>,
-        I::IntoIter: Send + 'static,
-    {
-        let inner = self.inner.clone();
-        let src = IterSource::new(args.into_iter(), move |items| {
-            ThreadPool::submit_batch(&inner, f, items)
-        });
-        MapUnordered::new(Box::new(src), default_window(self.workers()))
+        Box::new(move |items| ThreadPool::submit_batch(&inner, f, items))
     }
 
     fn shutdown(&self, wait: bool, cancel_pending: bool) {
