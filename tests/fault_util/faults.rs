@@ -119,8 +119,11 @@ fn expected_value(idx: u32) -> u64 {
 /// slot at a time (a task is re-run only after the worker that ran it died).
 static RUNS: OnceLock<SharedArray<u32>> = OnceLock::new();
 
-/// Pids of workers running a `Hang` task (slot `idx % len`): the killer spares them, so the
-/// `task_timeout` path is exercised rather than pre-empted by a random kill.
+/// Pids of workers running a `Hang` or `Oom` task (slot `idx % len`): the killer spares
+/// them, so the `task_timeout` path is exercised rather than pre-empted by a random kill, and
+/// an `Oom` worker reaches its abort (with `RUST_BACKTRACE` set, Rust's allocation-failure
+/// handler first symbolizes a backtrace: ~75 ms in a debug build, plenty of time for the
+/// killer to pre-empt most of them).
 static HANGERS: OnceLock<SharedArray<u32>> = OnceLock::new();
 
 /// RSS after glibc gave its free heap pages back (`malloc_trim(0)`): separates memory
@@ -177,6 +180,9 @@ fn fault_task(j: Job) -> Out {
             Out { v: 0, pid }
         }
         Fault::Oom => {
+            if let Some(h) = HANGERS.get() {
+                h.set(j.idx as usize % h.len(), pid);
+            }
             let cap = vm_size_bytes().unwrap_or(1 << 30) + (64 << 20);
             let _ =
                 nix::sys::resource::setrlimit(nix::sys::resource::Resource::RLIMIT_AS, cap, cap);
