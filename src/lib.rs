@@ -86,3 +86,9 @@ impl Executor for Pool {
         delegate!(self, p => p.mode())
     }
 }
+
+/// The README's Rust examples, compiled and run as doctests so they cannot drift from the
+/// API.
+#[doc = include_str!("../README.md")]
+#[cfg(doctest)]
+pub struct ReadmeDoctests;
