@@ -186,6 +186,18 @@ pub(crate) fn child_setup(parent: Pid, foreign_fds: &[RawFd]) -> bool {
         }
     }
     let _ = signal::pthread_sigmask(SigmaskHow::SIG_SETMASK, Some(&SigSet::empty()), None);
+    // Name the worker (`ps`, /proc/<pid>/comm, thread names seen by tasks): a fork keeps
+    // the forking thread's name, which would be "poolrun-spawner".
+    // SAFETY: PR_SET_NAME reads a NUL-terminated string of at most 16 bytes from a static.
+    unsafe {
+        libc::prctl(
+            libc::PR_SET_NAME,
+            c"poolrun-worker".as_ptr() as libc::c_ulong,
+            0,
+            0,
+            0,
+        );
+    }
     // SAFETY: prctl(PR_SET_PDEATHSIG) takes plain integers and touches no memory.
     unsafe {
         libc::prctl(
