@@ -413,6 +413,170 @@ macro_rules! conformance {
             }
 
             #[test]
+            fn kill_stops_a_running_task_and_the_pool_goes_on() {
+                let p = pool(1);
+                let a = p.submit(spin_forever, ());
+                assert!(eventually(T, || a.running()));
+                assert!(!a.cancel(), "cancel() keeps Python's rule");
+                let calls = Arc::new(AtomicUsize::new(0));
+                let c2 = calls.clone();
+                let caller = std::thread::current().id();
+                a.add_done_callback(move |r| {
+                    assert_eq!(r, &Err(TaskError::Cancelled));
+                    assert_eq!(std::thread::current().id(), caller);
+                    c2.fetch_add(1, Ordering::SeqCst);
+                });
+                assert!(a.kill());
+                assert!(a.done() && a.cancelled() && !a.running());
+                assert_eq!(calls.load(Ordering::SeqCst), 1);
+                assert!(a.kill(), "killing twice still reports cancelled");
+                assert_eq!(calls.load(Ordering::SeqCst), 1);
+                assert_eq!(a.result(), Err(TaskError::Cancelled));
+                // The worker was freed (process: killed and replaced; thread: stopped at its
+                // checkpoint, with a replacement thread): the pool runs the next task.
+                assert_eq!(p.submit(square, 5).result_timeout(T), Ok(25));
+                assert!(p.shutdown_timeout(false, T));
+                assert!(zombie_children().is_empty());
+            }
+
+            #[test]
+            fn kill_pending_is_cancel_and_finished_is_not_killed() {
+                let p = pool(1);
+                let a = p.submit(sleep_ms, 200);
+                let b = p.submit(sleep_ms, 1);
+                let c = p.submit(square, 3);
+                assert!(eventually(T, || a.running()));
+                assert!(!c.running());
+                assert!(c.kill());
+                assert!(c.cancelled());
+                assert_eq!(a.result(), Ok(200));
+                assert_eq!(b.result(), Ok(1));
+                assert_eq!(c.result(), Err(TaskError::Cancelled));
+                let d = p.submit(square, 4);
+                assert!(d.wait(Some(T)));
+                assert!(!d.kill(), "a finished task is not killed");
+                assert!(!d.cancelled());
+                assert_eq!(d.result(), Ok(16));
+            }
+
+            #[test]
+            fn killed_task_handed_ahead_never_runs() {
+                let arr = poolrun::shm::SharedArray::<u64>::new(2).unwrap();
+                let p = pool(1);
+                let a = p.submit(spin_ms, 300);
+                assert!(eventually(T, || a.running()));
+                // Process mode hands `b` to the worker ahead of `a`: the worker must skip it.
+                let b = p.submit(mark, (arr.clone(), 0));
+                if MODE == Mode::Process {
+                    assert!(eventually(T, || b.running()), "handed to the worker");
+                }
+                assert!(b.kill());
+                assert_eq!(a.result_timeout(T), Ok(300), "killing b never touches a");
+                assert_eq!(b.result(), Err(TaskError::Cancelled));
+                assert_eq!(p.submit(mark, (arr.clone(), 1)).result_timeout(T), Ok(1));
+                assert_eq!(arr.get(0), 0, "the killed task never ran");
+                assert_eq!(arr.get(1), 1);
+            }
+
+            #[test]
+            fn kill_inside_a_chunk_fails_only_that_item() {
+                let p = pool(1);
+                let mut submit = p.batch_submitter(spin_then);
+                let futs = submit(vec![(60_000, 0), (1, 1), (1, 2), (1, 3)]);
+                assert!(eventually(T, || futs[0].running()));
+                assert!(futs[0].kill());
+                let got: Vec<_> = futs.into_iter().map(|f| f.result_timeout(T)).collect();
+                assert_eq!(got, vec![Err(TaskError::Cancelled), Ok(1), Ok(2), Ok(3)]);
+            }
+
+            #[test]
+            fn random_kills_never_hit_another_task() {
+                // Short tasks on 2 workers; a killer thread kills every third one at a random
+                // moment (queued, handed ahead, running, or just finished). Every task not
+                // killed must get its own value; a stop must never leak into the next task.
+                let p = pool(2);
+                let futs: Vec<_> = (0..240u64)
+                    .map(|i| Arc::new(p.submit(spin_then, (i % 3, i))))
+                    .collect();
+                let victims: Vec<_> = futs.iter().step_by(3).cloned().collect();
+                let killer = std::thread::spawn(move || {
+                    let mut seed = 0x9e37_79b9_7f4a_7c15u64;
+                    victims
+                        .iter()
+                        .map(|f| {
+                            seed ^= seed << 13;
+                            seed ^= seed >> 7;
+                            seed ^= seed << 17;
+                            std::thread::sleep(Duration::from_micros(seed % 1500));
+                            f.kill()
+                        })
+                        .collect::<Vec<bool>>()
+                });
+                let killed = killer.join().unwrap();
+                for (i, f) in futs.iter().enumerate() {
+                    assert!(f.wait(Some(T)), "task {i} finished");
+                    let r = f.try_result().unwrap();
+                    if i % 3 == 0 {
+                        let k = killed[i / 3];
+                        let want = if k {
+                            Err(TaskError::Cancelled)
+                        } else {
+                            Ok(i as u64)
+                        };
+                        assert_eq!(r, want, "victim {i} (kill returned {k})");
+                    } else {
+                        assert_eq!(r, Ok(i as u64), "task {i} was not killed");
+                    }
+                }
+                assert!(p.shutdown_timeout(false, T));
+                assert!(zombie_children().is_empty());
+            }
+
+            #[test]
+            fn kills_at_item_boundaries_hit_only_their_item() {
+                // One worker runs a chunk of 3,000 items of ~30 µs each while another thread
+                // kills every tenth as soon as it counts as running: kills land on items
+                // handed to the worker but not begun, on the running one, and on ones just
+                // ending. No other item may ever be the one stopped. (The exact race at an
+                // item boundary is proven in procpool's `sys::tests`.)
+                let p = pool(1);
+                let mut submit = p.batch_submitter(spin_us_then);
+                let futs: Vec<_> = submit((0..3000u64).map(|i| (30, i)).collect())
+                    .into_iter()
+                    .map(Arc::new)
+                    .collect();
+                let victims: Vec<_> = futs.iter().step_by(10).cloned().collect();
+                let killer = std::thread::spawn(move || {
+                    victims
+                        .iter()
+                        .map(|f| {
+                            while !f.running() && !f.done() {
+                                std::hint::spin_loop();
+                            }
+                            f.kill()
+                        })
+                        .collect::<Vec<bool>>()
+                });
+                let killed = killer.join().unwrap();
+                for (i, f) in futs.iter().enumerate() {
+                    assert!(f.wait(Some(T)), "task {i} finished");
+                    let r = f.try_result().unwrap();
+                    if i % 10 == 0 {
+                        let k = killed[i / 10];
+                        let want = if k {
+                            Err(TaskError::Cancelled)
+                        } else {
+                            Ok(i as u64)
+                        };
+                        assert_eq!(r, want, "victim {i} (kill returned {k})");
+                    } else {
+                        assert_eq!(r, Ok(i as u64), "task {i} was not killed");
+                    }
+                }
+                assert!(p.shutdown_timeout(false, T));
+            }
+
+            #[test]
             fn daemon_drop_cancels_queue_and_returns() {
                 let p = Pool::new(MODE, PoolConfig::new().workers(1).daemon(true)).unwrap();
                 let running = p.submit(spin_ms, 1500);

@@ -56,6 +56,28 @@ pub fn spin_ms(ms: u64) -> u64 {
     ms
 }
 
+/// Spin `ms` (with checkpoints), then return `v`.
+pub fn spin_then(arg: (u64, u64)) -> u64 {
+    spin_ms(arg.0);
+    arg.1
+}
+
+/// Spin `us` microseconds (with checkpoints), then return `v`.
+pub fn spin_us_then(arg: (u64, u64)) -> u64 {
+    let t = Instant::now();
+    while t.elapsed() < Duration::from_micros(arg.0) {
+        poolrun::gil::checkpoint();
+    }
+    arg.1
+}
+
+/// Record that this task ran: `arr[i] += 1` (visible to the parent in both modes).
+pub fn mark(arg: (poolrun::shm::SharedArray<u64>, usize)) -> u64 {
+    let (arr, i) = arg;
+    arr.set(i, arr.get(i) + 1);
+    i as u64
+}
+
 pub static INIT_VALUE: AtomicU64 = AtomicU64::new(0);
 
 pub fn init_set(v: u64) {

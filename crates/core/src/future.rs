@@ -14,9 +14,12 @@
 //!   queued as not done, and `wait()` hangs: cpython#92001, #109934);
 //! - callbacks run *before* waiters are woken, so once `result()` returns every callback
 //!   registered before completion has run; a callback receives `&Result` while no lock is
-//!   held, so it may block, submit work or panic freely.
+//!   held, so it may block, submit work or panic freely;
+//! - [`TaskFuture::kill`] also stops a *running* task (pebble's `cancel()`; CPython cannot):
+//!   RUNNING ──kill()──▶ CANCELLED, then the pool's [`KillRoute`] stops the work itself.
 
 use std::fmt;
+use std::num::NonZeroU32;
 use std::sync::atomic::{AtomicU8, Ordering};
 use std::sync::{Arc, Condvar, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
@@ -55,8 +58,65 @@ struct State<R> {
 
 struct Inner<R> {
     status: AtomicU8,
+    /// How the pool stops this task once it runs ([`TaskFuture::kill`]): a [`RouteId`]
+    /// (an id, not an `Arc`: cloning one shared `Arc` per task would make every submit and
+    /// every completion fight over its reference count; 32 bits fit beside `status`).
+    route: Option<RouteId>,
     state: Mutex<State<R>>,
     cond: Condvar,
+}
+
+/// A pool's way to stop a *running* task, for [`TaskFuture::kill`].
+///
+/// When `kill` is called the future is already completed as cancelled (its callbacks may
+/// still be running); the route only has to make sure the work itself stops and never
+/// touches another task: process mode kills the worker that runs it (or has the worker skip
+/// it, if it has not begun it yet), thread mode stops it at its next `gil::checkpoint()`.
+pub trait KillRoute: Send + Sync {
+    /// Stop the task whose promise has [`Promise::key`] `key`, wherever it is.
+    fn kill(&self, key: usize);
+}
+
+/// A registered [`KillRoute`] (see [`RouteId::register`]); `Copy`, so futures carry it for
+/// free.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct RouteId(NonZeroU32);
+
+/// Every registered route, weakly held (a pool's route dies with the pool).
+static ROUTES: Mutex<Vec<(NonZeroU32, std::sync::Weak<dyn KillRoute>)>> = Mutex::new(Vec::new());
+
+fn routes() -> MutexGuard<'static, Vec<(NonZeroU32, std::sync::Weak<dyn KillRoute>)>> {
+    ROUTES.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+impl RouteId {
+    /// Register a pool's route (held weakly: once the pool drops it, `kill` of a leftover
+    /// future finds nothing to stop). Dead registrations are pruned here.
+    ///
+    /// Ids are 32-bit so that a future's `Option<RouteId>` fits in padding (a future is
+    /// allocated per task); after 2³² − 1 registrations ids wrap and skip live ones.
+    pub fn register(route: &Arc<dyn KillRoute>) -> RouteId {
+        static NEXT: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(1);
+        let mut all = routes();
+        let id = loop {
+            let n = NEXT.fetch_add(1, Ordering::Relaxed);
+            if let Some(id) = NonZeroU32::new(n) {
+                if !all.iter().any(|(i, w)| *i == id && w.strong_count() > 0) {
+                    break id;
+                }
+            }
+        };
+        all.retain(|(_, w)| w.strong_count() > 0);
+        all.push((id, Arc::downgrade(route)));
+        RouteId(id)
+    }
+
+    fn get(self) -> Option<Arc<dyn KillRoute>> {
+        routes()
+            .iter()
+            .find(|(id, _)| *id == self.0)
+            .and_then(|(_, w)| w.upgrade())
+    }
 }
 
 impl<R> Inner<R> {
@@ -147,6 +207,11 @@ pub struct Promise<R> {
 
 /// Make a linked future/promise pair in the PENDING state.
 pub fn task_pair<R>() -> (Promise<R>, TaskFuture<R>) {
+    task_pair_routed(None)
+}
+
+/// Like [`task_pair`], with the route [`TaskFuture::kill`] uses to stop the running task.
+pub fn task_pair_routed<R>(route: Option<RouteId>) -> (Promise<R>, TaskFuture<R>) {
     let inner = Arc::new(Inner {
         status: AtomicU8::new(PENDING),
         state: Mutex::new(State {
@@ -157,6 +222,7 @@ pub fn task_pair<R>() -> (Promise<R>, TaskFuture<R>) {
             waiters: 0,
         }),
         cond: Condvar::new(),
+        route,
     });
     (
         Promise {
@@ -197,6 +263,45 @@ impl<R> TaskFuture<R> {
     /// false if it is running or finished (Python's rule). Callbacks run in this thread.
     pub fn cancel(&self) -> bool {
         self.inner.cancel()
+    }
+
+    /// Stop the task even if it is already running — what `cancel()` cannot do (CPython's
+    /// futures have no equivalent; pebble's `cancel()` does this). Returns true if the future
+    /// is (now) cancelled, false if the task had already finished.
+    ///
+    /// - pending: exactly [`cancel`](Self::cancel);
+    /// - running, process mode: the worker running it is killed with its process group
+    ///   (commands the task started die too) and replaced; other tasks it held go back to the
+    ///   queue and run elsewhere. A task handed to a worker but not yet begun is skipped by
+    ///   that worker instead — no other task is ever hit;
+    /// - running, thread mode: the task is stopped at its next `gil::checkpoint()` (a thread
+    ///   cannot be killed); a replacement thread keeps the pool at full strength meanwhile.
+    ///
+    /// The future completes at once with `Err(TaskError::Cancelled)` (`cancelled()` is
+    /// true) and its callbacks run in this thread, as for `cancel()`. A result the task
+    /// produces after this is discarded.
+    pub fn kill(&self) -> bool {
+        let st = self.inner.lock();
+        if self.inner.claim(PENDING) {
+            self.inner.finish(Err(TaskError::Cancelled), CANCELLED, st);
+            return true;
+        }
+        if !self.inner.claim(RUNNING) {
+            return self.status() == CANCELLED;
+        }
+        // COMPLETING: nobody else can complete it now. Stop the work first (outside our
+        // lock: the route takes pool locks), then run the callbacks.
+        drop(st);
+        // Pairs with the fence a pool's worker makes between publishing "task `key` runs"
+        // and checking `is_done`: either the route sees the task running, or the worker
+        // sees it done and skips it.
+        std::sync::atomic::fence(Ordering::SeqCst);
+        if let Some(route) = self.inner.route.and_then(RouteId::get) {
+            route.kill(Arc::as_ptr(&self.inner) as *const () as usize);
+        }
+        let st = self.inner.lock();
+        self.inner.finish(Err(TaskError::Cancelled), CANCELLED, st);
+        true
     }
 
     /// Block until done or until `timeout` passes (`None`: no limit). True if done.
@@ -382,6 +487,13 @@ impl<R> Promise<R> {
         }
     }
 
+    /// This task's identity for its pool's [`KillRoute`] (stable while the promise lives).
+    pub fn key(&self) -> usize {
+        self.inner
+            .as_ref()
+            .map_or(0, |i| Arc::as_ptr(i) as *const () as usize)
+    }
+
     /// True if the future was cancelled (or otherwise completed) already.
     pub fn is_done(&self) -> bool {
         self.inner
@@ -434,6 +546,8 @@ impl<R> fmt::Debug for Promise<R> {
 pub trait ErasedPromise: Send {
     /// See [`Promise::start`].
     fn start(&self) -> bool;
+    /// See [`Promise::key`].
+    fn key(&self) -> usize;
     /// See [`Promise::cancel`].
     fn cancel(&self) -> bool;
     /// See [`Promise::is_done`].
@@ -448,6 +562,9 @@ pub trait ErasedPromise: Send {
 impl<R: DeserializeOwned + Send + 'static> ErasedPromise for Promise<R> {
     fn start(&self) -> bool {
         Promise::start(self)
+    }
+    fn key(&self) -> usize {
+        Promise::key(self)
     }
     fn cancel(&self) -> bool {
         Promise::cancel(self)
@@ -533,6 +650,45 @@ mod tests {
         });
         assert_eq!(*log.lock().unwrap(), vec![0, 1, 2, 9]);
         assert_eq!(f.result(), Ok(1));
+    }
+
+    #[test]
+    fn kill_running_completes_first_then_routes() {
+        struct Route(Mutex<Vec<(usize, bool)>>);
+        static DONE_AT_KILL: AtomicUsize = AtomicUsize::new(0);
+        impl KillRoute for Route {
+            fn kill(&self, key: usize) {
+                self.0.lock().unwrap().push((key, true));
+                DONE_AT_KILL.fetch_add(1, Ordering::SeqCst);
+            }
+        }
+        let route = Arc::new(Route(Mutex::new(Vec::new())));
+        let erased: Arc<dyn KillRoute> = route.clone();
+        let id = RouteId::register(&erased);
+        let (p, f) = task_pair_routed::<u32>(Some(id));
+        assert!(p.start());
+        let key = p.key();
+        assert!(f.kill());
+        assert!(p.is_done(), "the worker sees the task done");
+        assert!(f.cancelled() && f.done());
+        assert_eq!(*route.0.lock().unwrap(), vec![(key, true)]);
+        p.complete(Ok(5)); // the task's late result is discarded
+        assert_eq!(f.result(), Err(TaskError::Cancelled));
+        // Pending: plain cancel, the route is not asked; finished: false.
+        let (p2, f2) = task_pair_routed::<u32>(Some(id));
+        assert!(f2.kill());
+        assert!(!p2.start());
+        let (p3, f3) = task_pair_routed::<u32>(Some(id));
+        p3.complete(Ok(1));
+        assert!(!f3.kill());
+        assert_eq!(f3.result(), Ok(1));
+        assert_eq!(DONE_AT_KILL.load(Ordering::SeqCst), 1);
+        // A route that is gone (its pool dropped) is simply not asked.
+        drop(erased);
+        drop(route);
+        let (p4, f4) = task_pair_routed::<u32>(Some(id));
+        assert!(p4.start());
+        assert!(f4.kill());
     }
 
     #[test]

@@ -25,7 +25,9 @@ mod wait;
 pub use config::{Initializer, Mode, PoolConfig, MAX_WORKERS};
 pub use error::{panic_message, signal_name, PoolError, TaskError};
 pub use executor::{default_window, BatchSubmit, Executor};
-pub use future::{task_pair, ErasedPromise, Promise, TaskFuture};
+pub use future::{
+    task_pair, task_pair_routed, ErasedPromise, KillRoute, Promise, RouteId, TaskFuture,
+};
 pub use gil::GilMode;
 pub use map::{ChunkSource, IterSource, MapIter, MapUnordered};
 pub use wait::{as_completed, wait, AsCompleted, ReturnWhen};

@@ -4,13 +4,13 @@
 use std::collections::VecDeque;
 use std::fmt;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
-use std::sync::{Arc, Condvar, Mutex};
+use std::sync::{Arc, Condvar, Mutex, Weak};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
 use poolrun_core::{
-    codec, default_window, task_pair, BatchSubmit, Executor, Mode, Payload, PoolConfig, PoolError,
-    TaskError, TaskFuture,
+    codec, default_window, task_pair_routed, BatchSubmit, Executor, KillRoute, Mode, Payload,
+    PoolConfig, PoolError, RouteId, TaskError, TaskFuture,
 };
 
 use crate::queue::{Item, Job, Queue, Rejected};
@@ -37,6 +37,10 @@ fn map_window(workers: usize) -> usize {
 
 /// State shared by the pool handle, its slot threads and its `map` iterators.
 pub(crate) struct Shared {
+    /// Every future's way to `kill` its running task: a [`Killer`] (holding only a weak
+    /// reference back, so queued items never keep the pool alive), registered.
+    route: RouteId,
+    _killer: Arc<dyn KillRoute>,
     pub queue: Arc<Queue>,
     pub slots: Vec<Slot>,
     pub setup: Arc<WorkerSetup>,
@@ -162,7 +166,7 @@ impl Shared {
         let mut futures = Vec::with_capacity(args.len());
         let mut items = VecDeque::with_capacity(args.len());
         for a in args {
-            let (p, fut) = task_pair::<R>();
+            let (p, fut) = task_pair_routed::<R>(Some(self.route));
             match codec::encode(&a) {
                 Ok(bytes) => items.push_back(Item::new(&self.queue, bytes, Box::new(p))),
                 Err(e) => p.complete(Err(e)),
@@ -189,6 +193,21 @@ impl Shared {
             Err(Rejected::Broken(job, msg)) => job.fail_all(&TaskError::Broken(msg)),
         }
         futures
+    }
+}
+
+/// The [`KillRoute`] of a pool's futures.
+struct Killer(Weak<Shared>);
+
+impl KillRoute for Killer {
+    fn kill(&self, key: usize) {
+        if let Some(shared) = self.0.upgrade() {
+            for slot in &shared.slots {
+                if slot.kill_item(key) {
+                    break;
+                }
+            }
+        }
     }
 }
 
@@ -276,18 +295,23 @@ impl ProcessPool {
             }
             return Err(PoolError::Spawn(e));
         }
-        let shared = Arc::new(Shared {
-            queue: Arc::new(Queue::default()),
-            slots: (0..n).map(|_| Slot::default()).collect(),
-            setup,
-            task_timeout: cfg.get_task_timeout(),
-            max_tasks: cfg.get_max_tasks_per_child(),
-            startup_failures: AtomicUsize::new(0),
-            unsafe_forks: AtomicUsize::new(0),
-            next_slot: AtomicUsize::new(0),
-            init_reported: AtomicBool::new(false),
-            live_threads: Mutex::new(0),
-            threads_done: Condvar::new(),
+        let shared = Arc::new_cyclic(|me| {
+            let killer: Arc<dyn KillRoute> = Arc::new(Killer(me.clone()));
+            Shared {
+                route: RouteId::register(&killer),
+                _killer: killer,
+                queue: Arc::new(Queue::default()),
+                slots: (0..n).map(|_| Slot::default()).collect(),
+                setup,
+                task_timeout: cfg.get_task_timeout(),
+                max_tasks: cfg.get_max_tasks_per_child(),
+                startup_failures: AtomicUsize::new(0),
+                unsafe_forks: AtomicUsize::new(0),
+                next_slot: AtomicUsize::new(0),
+                init_reported: AtomicBool::new(false),
+                live_threads: Mutex::new(0),
+                threads_done: Condvar::new(),
+            }
         });
         let pool = ProcessPool {
             shared: shared.clone(),

@@ -45,6 +45,16 @@ impl Item {
         }
     }
 
+    /// Its promise's key (`Promise::key`), which `TaskFuture::kill` names it by.
+    pub(crate) fn key(&self) -> usize {
+        self.promise.as_ref().map_or(0, |p| p.key())
+    }
+
+    /// True once its future is done (completed, cancelled or killed).
+    pub(crate) fn is_done(&self) -> bool {
+        self.promise.as_ref().is_none_or(|p| p.is_done())
+    }
+
     /// PENDING → RUNNING; false if it was cancelled.
     pub(crate) fn start(&self) -> bool {
         self.promise.as_ref().is_some_and(|p| p.start())

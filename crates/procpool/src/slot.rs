@@ -25,7 +25,7 @@ use poolrun_core::{codec, TaskError};
 use crate::pool::Shared;
 use crate::queue::{Item, Job, Queue};
 use crate::spawn::{self, WorkerHandle};
-use crate::sys::{self, ExitInfo};
+use crate::sys::{self, ExitInfo, StatusPage};
 use crate::transport::{FromWorker, ResultEntry, ToWorker, WireItem};
 
 /// Jobs a worker may hold: the one it runs and one ahead.
@@ -42,6 +42,8 @@ const MAX_REQUEUES: u32 = 16;
 pub(crate) struct Conn {
     pub pid: Pid,
     tx: IpcBytesSender,
+    /// The worker's status page (for `kill_item`).
+    status: Arc<StatusPage>,
 }
 
 #[derive(Default)]
@@ -104,6 +106,7 @@ impl Slot {
         st.conn = Some(Conn {
             pid: h.pid,
             tx: h.tx.clone(),
+            status: h.status.clone(),
         });
         st.refresh_idle(&self.idle, &shared.queue, shared.max_tasks);
         self.cond.notify_all();
@@ -117,6 +120,30 @@ impl Slot {
         }
         st.refresh_idle(&self.idle, &shared.queue, shared.max_tasks);
         self.cond.notify_all();
+    }
+
+    /// `TaskFuture::kill` of the item whose promise has `key` (its future is already
+    /// cancelled): if this slot's worker holds it, doom it in the status page — the worker
+    /// then skips it — and if it is running right now, kill the worker (which is then
+    /// replaced; the other items it held are re-queued). True if this slot held it.
+    pub(crate) fn kill_item(&self, key: usize) -> bool {
+        let st = self.lock();
+        let Some(id) = st
+            .in_flight
+            .iter()
+            .flat_map(|j| j.items.iter())
+            .find(|it| it.key() == key)
+            .map(|it| it.id)
+        else {
+            return false;
+        };
+        if let Some(c) = &st.conn {
+            if c.status.doom(id) {
+                // Under the slot lock with `conn` attached: the pid is not reaped (F3).
+                sys::kill_worker(c.pid);
+            }
+        }
+        true
     }
 
     /// SIGKILL the attached worker, if any. Safe with respect to pid reuse: the collector
@@ -268,6 +295,11 @@ pub(crate) fn feeder(shared: Arc<Shared>, idx: usize) {
             match &st.conn {
                 Some(c) if st.generation == generation && fits => {
                     let tx = c.tx.clone();
+                    // Killed since they started (a `kill` that ran before this publish
+                    // could not find them here): the worker must skip them.
+                    for it in job.items.iter().filter(|it| it.is_done()) {
+                        c.status.doom(it.id);
+                    }
                     st.sent += n;
                     st.in_flight.push_back(job);
                     st.refresh_idle(&slot.idle, q, shared.max_tasks);
@@ -495,6 +527,13 @@ fn deliver(shared: &Shared, slot: &Slot, entries: &[ResultEntry], data: &[u8]) {
         let mut st = slot.lock();
         for e in entries {
             if let Some(item) = take_item(&mut st.in_flight, e.id) {
+                if item.is_done() {
+                    // Killed, but it ran to its end first: withdraw the mark it no longer
+                    // needs (the worker may have taken it already).
+                    if let Some(c) = &st.conn {
+                        c.status.take_doomed(item.id);
+                    }
+                }
                 done.push(item);
             }
         }

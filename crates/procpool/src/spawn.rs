@@ -43,8 +43,8 @@ pub(crate) struct WorkerHandle {
     pub tx: IpcBytesSender,
     /// Results from the worker.
     pub rx: IpcReceiver<FromWorker>,
-    /// What it is running.
-    pub status: StatusPage,
+    /// What it is running (shared with the slot, for `kill`).
+    pub status: Arc<StatusPage>,
     _lifeline: Lifeline,
 }
 
@@ -203,7 +203,7 @@ fn spawn_one(setup: &Arc<WorkerSetup>) -> Result<WorkerHandle, String> {
                 pid,
                 tx: task_tx,
                 rx: res_rx,
-                status,
+                status: Arc::new(status),
                 _lifeline: Lifeline(Some(life_w)),
             })
         }

@@ -55,8 +55,9 @@ pub(crate) fn init_clock() {
 }
 
 /// One page shared between the parent and one worker: which task the worker is running and
-/// since when. Lets the parent attribute a crash to the exact item of a batch and enforce
-/// `task_timeout` without any message from the worker.
+/// since when, and which items it must not run (`TaskFuture::kill`). Lets the parent
+/// attribute a crash to the exact item of a batch, enforce `task_timeout` and kill one task
+/// without any message to or from the worker.
 pub(crate) struct StatusPage {
     /// Invariant F2: points to a live `MAP_SHARED` mapping of `PAGE` bytes owned by `self`.
     ptr: NonNull<AtomicU64>,
@@ -96,22 +97,90 @@ impl StatusPage {
     /// Worker: item `id` starts now. Returns "now" (ns since the epoch).
     pub(crate) fn begin(&self, id: u64) -> u64 {
         let now = now_ns();
-        self.word(1).store(now, Ordering::Relaxed);
-        self.word(0).store(id, Ordering::Release);
+        self.word(SINCE).store(now, Ordering::Relaxed);
+        // SeqCst: half of the kill handshake (see `doom`).
+        self.word(RUNNING).store(id, Ordering::SeqCst);
         now
     }
 
-    /// Worker: no item is running.
-    pub(crate) fn end(&self) {
-        self.word(0).store(0, Ordering::Release);
+    /// Worker: the item is over (run or skipped); no item is running. True if the parent
+    /// claimed it for a kill while it was running (`doom`): the SIGKILL is on its way, so
+    /// the worker must not begin another item.
+    pub(crate) fn end(&self) -> bool {
+        self.word(RUNNING).swap(0, Ordering::SeqCst) & KILL != 0
     }
 
     /// Parent: the item running now (0: none) and when it started (ns since the epoch).
     pub(crate) fn running(&self) -> (u64, u64) {
-        let id = self.word(0).load(Ordering::Acquire);
-        (id, self.word(1).load(Ordering::Relaxed))
+        let id = self.word(RUNNING).load(Ordering::Acquire) & !KILL;
+        (id, self.word(SINCE).load(Ordering::Relaxed))
+    }
+
+    /// Parent (under the slot lock, `TaskFuture::kill`): item `id` was sent to this worker
+    /// and must not run. Marks it (so a worker that has not begun it skips it), then claims
+    /// it if it is running right now (`running`: id → id | KILL); true means "claimed: kill
+    /// the worker". The handshake, with the worker's [`begin`](Self::begin) /
+    /// [`take_doomed`](Self::take_doomed) / [`end`](Self::end), all SeqCst:
+    ///
+    /// - parent: mark; claim.  worker: publish `running = id`; look for the mark; …;
+    ///   `running := 0`, learning whether it was claimed.
+    /// - If the claim fails, `running` was not `id` yet (then the worker, publishing after
+    ///   the claim, finds the mark and skips the item) or no longer (it is over): no kill.
+    /// - If it succeeds, the worker learns so when the item ends and exits instead of
+    ///   beginning another: the SIGKILL can only ever hit item `id`.
+    ///
+    /// False also when no mark cell is free (the item then runs, its result discarded;
+    /// `DOOMED_CELLS` far exceeds what a worker holds in practice).
+    pub(crate) fn doom(&self, id: u64) -> bool {
+        let cells = DOOMED..DOOMED + DOOMED_CELLS;
+        if cells
+            .clone()
+            .any(|i| self.word(i).load(Ordering::SeqCst) == id)
+        {
+            // (already marked: the feeder and `kill` may both get here)
+        } else if cells.clone().any(|i| {
+            self.word(i)
+                .compare_exchange(0, id, Ordering::SeqCst, Ordering::SeqCst)
+                .is_ok()
+        }) {
+            self.word(COUNT).fetch_add(1, Ordering::SeqCst);
+        } else {
+            return false;
+        }
+        self.word(RUNNING)
+            .compare_exchange(id, id | KILL, Ordering::SeqCst, Ordering::SeqCst)
+            .is_ok()
+    }
+
+    /// Worker (after `begin(id)`, and after the item ran) or parent (once `id`'s result is
+    /// in): true if `id` was marked by [`doom`](Self::doom); the mark is removed (by exactly
+    /// one caller). One load when nothing is marked.
+    pub(crate) fn take_doomed(&self, id: u64) -> bool {
+        if self.word(COUNT).load(Ordering::SeqCst) == 0 {
+            return false;
+        }
+        let hit = (DOOMED..DOOMED + DOOMED_CELLS).any(|i| {
+            self.word(i)
+                .compare_exchange(id, 0, Ordering::SeqCst, Ordering::SeqCst)
+                .is_ok()
+        });
+        if hit {
+            self.word(COUNT).fetch_sub(1, Ordering::SeqCst);
+        }
+        hit
     }
 }
+
+// Status page layout (in `AtomicU64` words).
+const RUNNING: usize = 0;
+const SINCE: usize = 1;
+const COUNT: usize = 2;
+/// Set in `RUNNING` by a successful [`StatusPage::doom`] claim (task ids stay far below).
+const KILL: u64 = 1 << 63;
+const DOOMED: usize = 8;
+/// Items a worker can be told to skip at once (it holds at most two jobs).
+const DOOMED_CELLS: usize = 256;
+const _: () = assert!((DOOMED + DOOMED_CELLS) * 8 <= PAGE);
 
 impl Drop for StatusPage {
     fn drop(&mut self) {
@@ -349,4 +418,83 @@ pub(crate) fn reap(pid: Pid, grace: Duration) -> ExitInfo {
 /// The raw fd of an owned fd (for the registry).
 pub(crate) fn raw(fd: &OwnedFd) -> RawFd {
     fd.as_raw_fd()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::sync::atomic::AtomicBool;
+    use std::sync::Arc;
+
+    /// The kill handshake of [`StatusPage::doom`], with a thread playing the worker: when
+    /// `doom(k)` says "running, kill now", the worker must stop right after item `k` — it
+    /// must never begin another item, which a real kill arriving a moment later would hit.
+    #[test]
+    fn doom_handshake_never_lets_the_worker_begin_another_item() {
+        let mut claimed = 0;
+        for round in 0..300u64 {
+            let page = Arc::new(StatusPage::new().expect("page"));
+            let over = Arc::new(AtomicBool::new(false));
+            let (p2, o2) = (page.clone(), over.clone());
+            // The worker's loop, as in `worker::main_loop`.
+            let worker = std::thread::spawn(move || {
+                let mut stopped_after = None;
+                let t = Instant::now();
+                for id in 1.. {
+                    if t.elapsed() > Duration::from_secs(1) {
+                        break;
+                    }
+                    p2.begin(id);
+                    let killed = if p2.take_doomed(id) {
+                        p2.end() // skipped, never run
+                    } else {
+                        for _ in 0..(id * 7 + round) % 64 {
+                            std::hint::spin_loop();
+                        }
+                        let killed = p2.end();
+                        p2.take_doomed(id);
+                        killed
+                    };
+                    if killed {
+                        stopped_after = Some(id);
+                        break;
+                    }
+                }
+                o2.store(true, Ordering::SeqCst);
+                stopped_after
+            });
+            let mut kill_now = None;
+            let mut n = 0u64;
+            while !over.load(Ordering::SeqCst) {
+                n += 1;
+                let (running, _) = page.running();
+                let target = running + n % 2;
+                if running != 0 && page.doom(target) {
+                    kill_now = Some(target);
+                    break;
+                }
+            }
+            let stopped_after = worker.join().expect("worker");
+            assert_eq!(stopped_after, kill_now, "round {round}");
+            claimed += usize::from(kill_now.is_some());
+        }
+        assert!(claimed > 150, "only {claimed} of 300 rounds got to a kill");
+    }
+
+    #[test]
+    fn doom_is_idempotent_and_marks_are_taken_once() {
+        let page = StatusPage::new().expect("page");
+        assert!(!page.doom(7), "7 is not running");
+        assert!(!page.doom(7));
+        assert!(page.take_doomed(7));
+        assert!(!page.take_doomed(7), "one mark, taken once");
+        page.begin(9);
+        assert!(page.doom(9));
+        assert_eq!(page.running().0, 9, "the claim bit is not part of the id");
+        assert!(page.end(), "the worker learns of the claim");
+        assert!(page.take_doomed(9));
+        page.begin(10);
+        assert!(!page.end());
+        assert_eq!(page.word(COUNT).load(Ordering::SeqCst), 0);
+    }
 }

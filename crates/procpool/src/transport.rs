@@ -90,6 +90,8 @@ pub(crate) enum Outcome {
     Panicked,
     /// The argument did not decode or the result did not encode; the bytes are the message.
     Codec,
+    /// Not run: the item was killed (`TaskFuture::kill`) before the worker began it.
+    Skipped,
 }
 
 impl Outcome {
@@ -100,6 +102,7 @@ impl Outcome {
             Outcome::Ok => Ok(bytes),
             Outcome::Panicked => Err(TaskError::Panicked { message: text() }),
             Outcome::Codec => Err(TaskError::Codec(text())),
+            Outcome::Skipped => Err(TaskError::Cancelled),
         }
     }
 }

@@ -8,6 +8,9 @@
 //!    work (which the parent re-queues) and a long chunk streams its results.
 //! 4. After `max_tasks` items, flush and exit 0 (the parent replaces it); on `Exit`, or when
 //!    the parent is gone, exit 0.
+//! 5. An item the parent marked as killed (`StatusPage::doom`) is skipped if it has not
+//!    begun; if the parent claimed it while it ran, the parent is killing this process, so
+//!    it flushes and exits 0 rather than begin another item.
 
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
@@ -22,7 +25,7 @@ use crate::spawn::WorkerSetup;
 use serde_bytes::ByteBuf;
 
 use crate::sys::{self, StatusPage};
-use crate::transport::{self, FromWorker, ResultEntry, ToWorker};
+use crate::transport::{self, FromWorker, Outcome, ResultEntry, ToWorker};
 
 /// Send finished results at least this often while a job runs (ns).
 const FLUSH_EVERY_NS: u64 = 1_000_000;
@@ -122,8 +125,17 @@ pub(crate) fn main_loop(
         let mut last_flush = sys::now_ns();
         for (k, item) in items.into_iter().enumerate() {
             let now = status.begin(item.id);
-            let outcome = binding.run_task(|| call(func, item.arg, &mut scratch));
-            status.end();
+            // Killed before it began (`StatusPage::doom`): skip it. Claimed for a kill while
+            // it ran (or as it began): the SIGKILL is on its way, so begin no other item.
+            let (outcome, killed) = if status.take_doomed(item.id) {
+                scratch.clear();
+                (Outcome::Skipped, status.end())
+            } else {
+                let outcome = binding.run_task(|| call(func, item.arg, &mut scratch));
+                let killed = status.end();
+                status.take_doomed(item.id); // (a mark that came too late: drop it)
+                (outcome, killed)
+            };
             data.extend_from_slice(&scratch);
             entries.push(ResultEntry {
                 id: item.id,
@@ -135,7 +147,8 @@ pub(crate) fn main_loop(
             }
             done += 1;
             let quota_hit = setup.max_tasks.is_some_and(|m| done >= m);
-            if k + 1 == n || quota_hit || now.saturating_sub(last_flush) >= FLUSH_EVERY_NS {
+            if k + 1 == n || quota_hit || killed || now.saturating_sub(last_flush) >= FLUSH_EVERY_NS
+            {
                 let msg = FromWorker::Results {
                     entries: std::mem::take(&mut entries),
                     data: ByteBuf::from(std::mem::take(&mut data)),
@@ -145,7 +158,8 @@ pub(crate) fn main_loop(
                 }
                 last_flush = sys::now_ns();
             }
-            if quota_hit {
+            if quota_hit || killed {
+                // (killed: the parent re-queues the items after this one.)
                 // Shared-memory handles in the results name this process's fds: stay until
                 // the parent has mapped them (at once when there are none).
                 poolrun_core::shm::wait_pins_released(std::time::Duration::from_secs(5));

@@ -8,7 +8,7 @@ use std::time::{Duration, Instant};
 use poolrun_core::gil::{TaskStopped, WorkerBinding};
 use poolrun_core::{panic_message, Promise, TaskError};
 
-use crate::pool::WorkerShared;
+use crate::pool::{WorkerShared, KILLED};
 use crate::timer::{Expire, Timer};
 
 /// What a worker needs to run a job.
@@ -93,11 +93,20 @@ fn run_one<A, R: Send + 'static>(
         promise.complete(Err(TaskError::Initializer(msg.to_string())));
         return true;
     }
+    // Publish "this task runs here" for `kill()`, then check it was not killed meanwhile
+    // (the fence pairs with the one in `TaskFuture::kill`: one side sees the other).
+    ctx.shared.current.store(promise.key(), Ordering::SeqCst);
+    std::sync::atomic::fence(Ordering::SeqCst);
+    if promise.is_done() {
+        end_task(ctx.shared);
+        return true;
+    }
     match ctx.timeout {
         None => {
             let out = ctx
                 .binding
                 .run_task(|| catch_unwind(AssertUnwindSafe(move || f(arg))));
+            end_task(ctx.shared);
             promise.complete(outcome(out));
         }
         Some((after, timer)) => {
@@ -116,6 +125,7 @@ fn run_one<A, R: Send + 'static>(
                 .lock()
                 .unwrap_or_else(|p| p.into_inner())
                 .take();
+            end_task(ctx.shared);
             // Whoever took the promise first completed it; if the timer did, it also raised
             // the stop flag, which must not leak into the next task.
             ctx.binding.stop_flag().store(false, Ordering::SeqCst);
@@ -126,6 +136,18 @@ fn run_one<A, R: Send + 'static>(
         }
     }
     true
+}
+
+/// The task is over: withdraw it from `kill()`. If a kill claimed it, the killer raises the
+/// stop flag right after its claim: wait for that, then lower the flag so it cannot stop
+/// the next task.
+fn end_task(shared: &WorkerShared) {
+    if shared.current.swap(0, Ordering::SeqCst) & KILLED != 0 {
+        while !shared.stop.load(Ordering::SeqCst) {
+            std::thread::yield_now();
+        }
+        shared.stop.store(false, Ordering::SeqCst);
+    }
 }
 
 fn outcome<R>(out: Result<R, Box<dyn std::any::Any + Send>>) -> Result<R, TaskError> {

@@ -9,7 +9,8 @@ use std::time::{Duration, Instant};
 use crossbeam_channel::{Receiver, Sender};
 use poolrun_core::gil::{Gil, GilMode, WorkerBinding};
 use poolrun_core::{
-    task_pair, BatchSubmit, Executor, Mode, Payload, PoolConfig, PoolError, TaskError, TaskFuture,
+    task_pair_routed, BatchSubmit, Executor, KillRoute, Mode, Payload, PoolConfig, PoolError,
+    Promise, RouteId, TaskError, TaskFuture,
 };
 
 use crate::job::{Batch, Job, Task, WorkerCtx};
@@ -37,10 +38,17 @@ pub struct ThreadPool {
     inner: Arc<Inner>,
 }
 
-/// What one worker thread shares with the deadline timer.
+/// Low bit of [`WorkerShared::current`]: a `kill()` claimed the running task.
+pub(crate) const KILLED: usize = 1;
+
+/// What one worker thread shares with the deadline timer and with `TaskFuture::kill`.
 pub(crate) struct WorkerShared {
     /// Raised to stop the task this worker runs (at its next checkpoint).
     pub stop: Arc<AtomicBool>,
+    /// The [`Promise::key`] of the task running now (0: none), with [`KILLED`] set once a
+    /// `kill()` claimed it. Promise keys are addresses of 8-aligned allocations, so the low
+    /// bit is free.
+    pub current: AtomicUsize,
     /// Set when this worker's task timed out: it retires after the task and a replacement
     /// has already been started, so a task stuck without checkpoints costs no capacity.
     retire: AtomicBool,
@@ -48,6 +56,9 @@ pub(crate) struct WorkerShared {
 }
 
 impl WorkerShared {
+    /// Stop the running task at its next checkpoint and retire this worker after it, with a
+    /// replacement started now (a task stuck without checkpoints costs no capacity). Used by
+    /// the deadline timer and by `kill()`.
     pub(crate) fn timed_out(&self) {
         if !self.retire.swap(true, Ordering::SeqCst) {
             if let Some(pool) = self.pool.upgrade() {
@@ -69,8 +80,10 @@ pub(crate) struct Inner {
     live: AtomicUsize,
     next_worker: AtomicUsize,
     threads: Mutex<Vec<JoinHandle<()>>>,
-    /// Stop flags of the live workers (for daemon drop).
-    stops: Mutex<Vec<std::sync::Weak<WorkerShared>>>,
+    /// The live workers (for daemon drop and `kill()`).
+    workers: Arc<Workers>,
+    /// `workers` registered as this pool's kill route.
+    route: RouteId,
     gil: Option<Gil>,
     timer: Option<Timer>,
     /// Set once an initializer failed (reported once on stderr).
@@ -94,6 +107,7 @@ impl ThreadPool {
             ),
             None => None,
         };
+        let workers = Arc::new(Workers::default());
         let inner = Arc::new(Inner {
             id,
             cfg,
@@ -103,7 +117,8 @@ impl ThreadPool {
             live: AtomicUsize::new(0),
             next_worker: AtomicUsize::new(0),
             threads: Mutex::new(Vec::new()),
-            stops: Mutex::new(Vec::new()),
+            route: RouteId::register(&(workers.clone() as Arc<dyn KillRoute>)),
+            workers,
             gil,
             timer,
             init_reported: AtomicBool::new(false),
@@ -140,7 +155,7 @@ impl ThreadPool {
         }
         let mut futures = Vec::with_capacity(items.len());
         let job: Box<dyn Job> = if items.len() == 1 {
-            let (promise, fut) = task_pair();
+            let (promise, fut) = inner.task_pair();
             futures.push(fut);
             let arg = items.into_iter().next().expect("one item");
             Box::new(Task { f, arg, promise })
@@ -148,7 +163,7 @@ impl ThreadPool {
             let items = items
                 .into_iter()
                 .map(|a| {
-                    let (p, fut) = task_pair();
+                    let (p, fut) = inner.task_pair();
                     futures.push(fut);
                     (a, p)
                 })
@@ -160,7 +175,41 @@ impl ThreadPool {
     }
 }
 
+/// The pool's live workers; also the [`KillRoute`] of its futures.
+#[derive(Default)]
+struct Workers {
+    list: Mutex<Vec<std::sync::Weak<WorkerShared>>>,
+}
+
+impl Workers {
+    fn lock(&self) -> std::sync::MutexGuard<'_, Vec<std::sync::Weak<WorkerShared>>> {
+        self.list.lock().unwrap_or_else(|p| p.into_inner())
+    }
+}
+
+impl KillRoute for Workers {
+    /// Find the worker running task `key` and claim it (`current`: key → key | KILLED):
+    /// from then on that worker waits for the stop flag before it moves on, so the flag can
+    /// only ever stop this task. A task not running on any worker has nothing to stop: its
+    /// worker sees the future done before it begins it (`job::run_one`).
+    fn kill(&self, key: usize) {
+        let target = self.lock().iter().filter_map(|w| w.upgrade()).find(|w| {
+            w.current
+                .compare_exchange(key, key | KILLED, Ordering::SeqCst, Ordering::SeqCst)
+                .is_ok()
+        });
+        if let Some(w) = target {
+            w.stop.store(true, Ordering::SeqCst);
+            w.timed_out();
+        }
+    }
+}
+
 impl Inner {
+    fn task_pair<R>(&self) -> (Promise<R>, TaskFuture<R>) {
+        task_pair_routed(Some(self.route))
+    }
+
     fn enqueue(&self, job: Box<dyn Job>) {
         // The channel lives as long as `self`, so send cannot fail; if it ever did, the job
         // (and its promises) would be dropped, which completes the futures.
@@ -191,13 +240,14 @@ impl Inner {
         let n = self.next_worker.fetch_add(1, Ordering::Relaxed);
         let shared = Arc::new(WorkerShared {
             stop: Arc::new(AtomicBool::new(false)),
+            current: AtomicUsize::new(0),
             retire: AtomicBool::new(false),
             pool: Arc::downgrade(self),
         });
         {
-            let mut stops = self.stops.lock().unwrap_or_else(|p| p.into_inner());
-            stops.retain(|w| w.strong_count() > 0);
-            stops.push(Arc::downgrade(&shared));
+            let mut list = self.workers.lock();
+            list.retain(|w| w.strong_count() > 0);
+            list.push(Arc::downgrade(&shared));
         }
         self.live.fetch_add(1, Ordering::SeqCst);
         let inner = self.clone();
@@ -336,7 +386,7 @@ impl Executor for ThreadPool {
         if self.inner.shutdown.load(Ordering::SeqCst) {
             return TaskFuture::ready(Err(TaskError::Shutdown));
         }
-        let (promise, fut) = task_pair();
+        let (promise, fut) = self.inner.task_pair();
         self.inner.enqueue(Box::new(Task { f, arg, promise }));
         fut
     }
@@ -373,11 +423,11 @@ impl Drop for ThreadPool {
             // Daemon: cancel the queue, stop running tasks at their next checkpoint, and do
             // not wait (threads cannot be killed; they exit as soon as their task returns).
             self.inner.begin_shutdown(true);
-            let stops = self.inner.stops.lock().unwrap_or_else(|p| p.into_inner());
-            for w in stops.iter().filter_map(|w| w.upgrade()) {
+            let list = self.inner.workers.lock();
+            for w in list.iter().filter_map(|w| w.upgrade()) {
                 w.stop.store(true, Ordering::SeqCst);
             }
-            drop(stops);
+            drop(list);
             if let Some(t) = &self.inner.timer {
                 t.stop();
             }
