@@ -51,7 +51,7 @@ fn check<T: Payload + Debug>(bytes: &[u8]) {
     let direct = codec::decode::<T>(bytes);
     // The process pool's result path: a type-erased promise completed from bytes.
     let (promise, fut) = task_pair::<T>();
-    let erased: Box<dyn ErasedPromise> = Box::new(promise);
+    let erased = ErasedPromise::from(promise);
     erased.complete_encoded(bytes);
     let via = fut.result_timeout(Duration::from_secs(10));
     match (&direct, &via) {

@@ -470,15 +470,11 @@ impl<R> fmt::Debug for TaskFuture<R> {
     }
 }
 
-impl<R> Promise<R> {
-    /// PENDING → RUNNING. Returns false if the future was cancelled (then the task must not
-    /// run; the promise may simply be dropped).
-    pub fn start(&self) -> bool {
-        let Some(inner) = &self.inner else {
-            return false;
-        };
-        // Lock-free: the compare-exchange orders it against `claim` in cancel/complete.
-        match inner
+impl<R> Inner<R> {
+    /// PENDING → RUNNING; false if it was cancelled (or completed) first. Lock-free: the
+    /// compare-exchange orders it against `claim` in cancel/complete.
+    fn start(&self) -> bool {
+        match self
             .status
             .compare_exchange(PENDING, RUNNING, Ordering::AcqRel, Ordering::Acquire)
         {
@@ -487,36 +483,61 @@ impl<R> Promise<R> {
         }
     }
 
+    fn is_done(&self) -> bool {
+        self.status.load(Ordering::Acquire) >= COMPLETING
+    }
+
+    /// Complete with `outcome` unless already done (e.g. cancelled or killed).
+    fn complete(&self, outcome: Result<R, TaskError>) {
+        let st = self.lock();
+        if self.claim(RUNNING) || self.claim(PENDING) {
+            self.finish(outcome, FINISHED, st);
+        }
+    }
+
+    /// The promise is gone without completing: a task that never started is cancelled, one
+    /// that started fails `Shutdown` — never left pending forever.
+    fn abandon(&self) {
+        let st = self.lock();
+        if self.claim(PENDING) {
+            self.finish(Err(TaskError::Cancelled), CANCELLED, st);
+        } else if self.claim(RUNNING) {
+            self.finish(Err(TaskError::Shutdown), FINISHED, st);
+        }
+    }
+}
+
+fn key_of<T: ?Sized>(inner: &Arc<T>) -> usize {
+    Arc::as_ptr(inner) as *const () as usize
+}
+
+impl<R> Promise<R> {
+    /// PENDING → RUNNING. Returns false if the future was cancelled (then the task must not
+    /// run; the promise may simply be dropped).
+    pub fn start(&self) -> bool {
+        self.inner.as_ref().is_some_and(|i| i.start())
+    }
+
     /// This task's identity for its pool's [`KillRoute`] (stable while the promise lives).
     pub fn key(&self) -> usize {
-        self.inner
-            .as_ref()
-            .map_or(0, |i| Arc::as_ptr(i) as *const () as usize)
+        self.inner.as_ref().map_or(0, key_of)
     }
 
     /// True if the future was cancelled (or otherwise completed) already.
     pub fn is_done(&self) -> bool {
-        self.inner
-            .as_ref()
-            .is_none_or(|i| i.status.load(Ordering::Acquire) >= COMPLETING)
+        self.inner.as_ref().is_none_or(|i| i.is_done())
     }
 
     /// Cancel the future if it has not started (used by `shutdown(cancel_pending)`).
     pub fn cancel(&self) -> bool {
-        let Some(inner) = &self.inner else {
-            return false;
-        };
-        inner.cancel()
+        self.inner.as_ref().is_some_and(|i| i.cancel())
     }
 
     /// Complete the future with `outcome` (ignored if it is already done, e.g. cancelled).
     /// Callbacks run in this thread.
     pub fn complete(mut self, outcome: Result<R, TaskError>) {
         if let Some(inner) = self.inner.take() {
-            let st = inner.lock();
-            if inner.claim(RUNNING) || inner.claim(PENDING) {
-                inner.finish(outcome, FINISHED, st);
-            }
+            inner.complete(outcome);
         }
     }
 }
@@ -524,12 +545,7 @@ impl<R> Promise<R> {
 impl<R> Drop for Promise<R> {
     fn drop(&mut self) {
         if let Some(inner) = self.inner.take() {
-            let st = inner.lock();
-            if inner.claim(PENDING) {
-                inner.finish(Err(TaskError::Cancelled), CANCELLED, st);
-            } else if inner.claim(RUNNING) {
-                inner.finish(Err(TaskError::Shutdown), FINISHED, st);
-            }
+            inner.abandon();
         }
     }
 }
@@ -542,42 +558,104 @@ impl<R> fmt::Debug for Promise<R> {
     }
 }
 
-/// A type-erased promise whose value arrives encoded (process mode).
-pub trait ErasedPromise: Send {
-    /// See [`Promise::start`].
+/// What [`ErasedPromise`] needs of a future's shared state, whatever its value type.
+trait EncodedInner: Send + Sync {
     fn start(&self) -> bool;
-    /// See [`Promise::key`].
-    fn key(&self) -> usize;
-    /// See [`Promise::cancel`].
-    fn cancel(&self) -> bool;
-    /// See [`Promise::is_done`].
     fn is_done(&self) -> bool;
-    /// Decode `bytes` as the task's value and complete; a decode failure completes with
-    /// [`TaskError::Codec`].
-    fn complete_encoded(self: Box<Self>, bytes: &[u8]);
-    /// Complete with an error.
-    fn fail(self: Box<Self>, err: TaskError);
+    fn cancel(&self) -> bool;
+    fn complete_encoded(&self, bytes: &[u8]);
+    fn fail(&self, err: TaskError);
+    fn abandon(&self);
 }
 
-impl<R: DeserializeOwned + Send + 'static> ErasedPromise for Promise<R> {
+impl<R: DeserializeOwned + Send + 'static> EncodedInner for Inner<R> {
     fn start(&self) -> bool {
-        Promise::start(self)
-    }
-    fn key(&self) -> usize {
-        Promise::key(self)
-    }
-    fn cancel(&self) -> bool {
-        Promise::cancel(self)
+        Inner::start(self)
     }
     fn is_done(&self) -> bool {
-        Promise::is_done(self)
+        Inner::is_done(self)
     }
-    fn complete_encoded(self: Box<Self>, bytes: &[u8]) {
-        let r = codec::decode::<R>(bytes);
-        self.complete(r);
+    fn cancel(&self) -> bool {
+        Inner::cancel(self)
     }
-    fn fail(self: Box<Self>, err: TaskError) {
+    fn complete_encoded(&self, bytes: &[u8]) {
+        self.complete(codec::decode::<R>(bytes));
+    }
+    fn fail(&self, err: TaskError) {
         self.complete(Err(err));
+    }
+    fn abandon(&self) {
+        Inner::abandon(self)
+    }
+}
+
+/// A [`Promise`] with its value type erased, completed from encoded bytes (process mode).
+///
+/// It is the future's own shared state behind a trait object — converting a `Promise`
+/// allocates nothing — and it keeps the promise's guarantee: dropped without completing, it
+/// completes its future (`Cancelled` if never started, else `Shutdown`).
+pub struct ErasedPromise {
+    inner: Option<Arc<dyn EncodedInner>>,
+}
+
+impl<R: DeserializeOwned + Send + 'static> From<Promise<R>> for ErasedPromise {
+    fn from(mut p: Promise<R>) -> Self {
+        ErasedPromise {
+            inner: p.inner.take().map(|i| i as Arc<dyn EncodedInner>),
+        }
+    }
+}
+
+impl ErasedPromise {
+    /// See [`Promise::start`].
+    pub fn start(&self) -> bool {
+        self.inner.as_ref().is_some_and(|i| i.start())
+    }
+
+    /// See [`Promise::key`].
+    pub fn key(&self) -> usize {
+        self.inner.as_ref().map_or(0, key_of)
+    }
+
+    /// See [`Promise::is_done`].
+    pub fn is_done(&self) -> bool {
+        self.inner.as_ref().is_none_or(|i| i.is_done())
+    }
+
+    /// See [`Promise::cancel`].
+    pub fn cancel(&self) -> bool {
+        self.inner.as_ref().is_some_and(|i| i.cancel())
+    }
+
+    /// Decode `bytes` as the task's value and complete; a decode failure completes with
+    /// [`TaskError::Codec`].
+    pub fn complete_encoded(mut self, bytes: &[u8]) {
+        if let Some(i) = self.inner.take() {
+            i.complete_encoded(bytes);
+        }
+    }
+
+    /// Complete with an error.
+    pub fn fail(mut self, err: TaskError) {
+        if let Some(i) = self.inner.take() {
+            i.fail(err);
+        }
+    }
+}
+
+impl Drop for ErasedPromise {
+    fn drop(&mut self) {
+        if let Some(i) = self.inner.take() {
+            i.abandon();
+        }
+    }
+}
+
+impl fmt::Debug for ErasedPromise {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("ErasedPromise")
+            .field("done", &self.is_done())
+            .finish()
     }
 }
 
@@ -694,7 +772,7 @@ mod tests {
     #[test]
     fn erased_decode_error_is_codec() {
         let (p, f) = task_pair::<Vec<String>>();
-        let b: Box<dyn ErasedPromise> = Box::new(p);
+        let b = ErasedPromise::from(p);
         b.complete_encoded(&[0xff, 0xff]);
         assert!(matches!(f.result(), Err(TaskError::Codec(_))));
     }

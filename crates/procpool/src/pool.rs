@@ -168,7 +168,7 @@ impl Shared {
         for a in args {
             let (p, fut) = task_pair_routed::<R>(Some(self.route));
             match codec::encode(&a) {
-                Ok(bytes) => items.push_back(Item::new(&self.queue, bytes, Box::new(p))),
+                Ok(bytes) => items.push_back(Item::new(&self.queue, bytes, p.into())),
                 Err(e) => p.complete(Err(e)),
             }
             futures.push(fut);

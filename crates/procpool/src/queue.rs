@@ -26,7 +26,7 @@ pub(crate) struct Item {
     pub id: u64,
     /// Its encoded argument (kept until it finishes, so it can be re-sent after a crash).
     pub arg: Vec<u8>,
-    promise: Option<Box<dyn ErasedPromise>>,
+    promise: Option<ErasedPromise>,
     /// How often it was put back after its worker died before running it.
     pub requeues: u32,
     _token: Token,
@@ -34,7 +34,7 @@ pub(crate) struct Item {
 
 impl Item {
     /// A new item counted as outstanding in `queue`.
-    pub(crate) fn new(queue: &Arc<Queue>, arg: Vec<u8>, promise: Box<dyn ErasedPromise>) -> Item {
+    pub(crate) fn new(queue: &Arc<Queue>, arg: Vec<u8>, promise: ErasedPromise) -> Item {
         queue.outstanding.fetch_add(1, Ordering::SeqCst);
         Item {
             id: NEXT_ID.fetch_add(1, Ordering::Relaxed),
