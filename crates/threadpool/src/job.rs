@@ -180,7 +180,7 @@ impl<R: Send + 'static> Expire for Slot<R> {
         };
         if let Some(p) = taken {
             p.complete(Err(TaskError::TimedOut { after }));
-            self.worker.timed_out();
+            self.worker.retire_and_replace();
         }
     }
 }

@@ -59,7 +59,7 @@ impl WorkerShared {
     /// Stop the running task at its next checkpoint and retire this worker after it, with a
     /// replacement started now (a task stuck without checkpoints costs no capacity). Used by
     /// the deadline timer and by `kill()`.
-    pub(crate) fn timed_out(&self) {
+    pub(crate) fn retire_and_replace(&self) {
         if !self.retire.swap(true, Ordering::SeqCst) {
             if let Some(pool) = self.pool.upgrade() {
                 if !pool.shutdown.load(Ordering::SeqCst) {
@@ -200,7 +200,7 @@ impl KillRoute for Workers {
         });
         if let Some(w) = target {
             w.stop.store(true, Ordering::SeqCst);
-            w.timed_out();
+            w.retire_and_replace();
         }
     }
 }
