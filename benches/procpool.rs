@@ -8,6 +8,8 @@
 //!   on PATH) so both land in the same run.
 //! - `startup`: `ProcessPool::new` with 2 and 16 workers (forked, channels up), and "ready":
 //!   `new` plus one task answered by every worker.
+//! - `kill_running`: `TaskFuture::kill` of a running task on a 1-worker pool until the next
+//!   task is answered, against dropping the pool and starting a new one (all CPython offers).
 //!
 //! `cargo bench --bench procpool` (`POOLRUN_BENCH_N` sets N, default 20,000;
 //! `POOLRUN_BENCH_NO_PYTHON=1` skips the CPython peers).
@@ -213,6 +215,55 @@ fn startup(c: &mut Criterion) {
     g.finish();
 }
 
+fn spin_forever(_: ()) -> u64 {
+    loop {
+        poolrun::gil::checkpoint();
+        std::hint::spin_loop();
+    }
+}
+
+/// Stopping a runaway task: `kill()` of a running task on a 1-worker pool until the next task
+/// is answered (the worker is killed, reaped and replaced), against what a CPython user must
+/// do instead — drop the whole pool and start a new one.
+fn kill_running(c: &mut Criterion) {
+    let mut g = c.benchmark_group("kill_running");
+    g.sample_size(20);
+    g.measurement_time(Duration::from_secs(4));
+    g.warm_up_time(Duration::from_secs(1));
+    let pool = ProcessPool::new(PoolConfig::new().workers(1)).expect("pool");
+    g.bench_function("poolrun_kill_then_next_result", |b| {
+        b.iter_custom(|iters| {
+            let mut total = Duration::ZERO;
+            for i in 0..iters {
+                let stuck = pool.submit(spin_forever, ());
+                while !stuck.running() {
+                    std::thread::yield_now();
+                }
+                std::thread::sleep(Duration::from_millis(1)); // really running in the worker
+                let t = Instant::now();
+                stuck.kill();
+                black_box(pool.submit(noop, i).result().unwrap_or(0));
+                total += t.elapsed();
+            }
+            total
+        })
+    });
+    g.bench_function("new_pool_then_result", |b| {
+        b.iter_custom(|iters| {
+            let mut total = Duration::ZERO;
+            for i in 0..iters {
+                let t = Instant::now();
+                let fresh = ProcessPool::new(PoolConfig::new().workers(1)).expect("pool");
+                black_box(fresh.submit(noop, i).result().unwrap_or(0));
+                total += t.elapsed();
+                drop(fresh);
+            }
+            total
+        })
+    });
+    g.finish();
+}
+
 fn python_peers() {
     if std::env::var_os("POOLRUN_BENCH_NO_PYTHON").is_some() {
         return;
@@ -237,7 +288,7 @@ fn python_peers() {
     }
 }
 
-criterion_group!(benches, tiny_tasks, startup);
+criterion_group!(benches, tiny_tasks, startup, kill_running);
 
 fn main() {
     // Fork the ping-pong child before criterion (or anything else) starts a thread.
