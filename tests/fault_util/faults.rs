@@ -5,11 +5,13 @@
 //! One pool runs ≥ 20,000 tasks (submit with callbacks, then an ordered `map` with chunks)
 //! while a killer thread SIGKILLs / SIGSEGVs / SIGTERMs random live workers, and the tasks
 //! themselves panic, abort, segfault, `exit`, overrun `task_timeout`, exceed an `RLIMIT_AS`
-//! memory cap and return results that fail to decode in the parent. Asserted:
+//! memory cap and return results that fail to decode in the parent, and the test itself
+//! `kill()`s about 1 % of the plain tasks from another thread at random moments. Asserted:
 //!
 //! - every submitted task ends exactly once, with the right value or the right
 //!   [`TaskError`]; a task hit by the killer fails with `WorkerDied` naming the pid and
-//!   the signal that was sent to it; no worker pid is blamed for two tasks (within a round:
+//!   the signal that was sent to it; a task whose `kill()` returned true ends `Cancelled`
+//!   and no other task is hurt by it; no worker pid is blamed for two tasks (within a round:
 //!   pids get reused across a long run); nothing is lost
 //!   or duplicated (the `map` yields exactly one result per input, in order);
 //! - every done-callback ran exactly once and saw the same outcome as the future;
@@ -493,6 +495,7 @@ pub fn run(o: Opts) {
     };
     let mut blamed: HashMap<u32, u32> = HashMap::new();
     let mut ext_hits = 0usize;
+    let mut killed_by_user = 0usize;
     let mut outcomes = [0usize; 8];
     let mut injected = [0usize; 8];
     let mut rss_after = Vec::new();
@@ -524,9 +527,31 @@ pub fn run(o: Opts) {
                     calls[k].fetch_add(1, Ordering::SeqCst);
                     seen_code[k].store(code(r), Ordering::SeqCst);
                 });
-                f
+                Arc::new(f)
             })
             .collect();
+        // The user's own kills: `TaskFuture::kill` of about 1 % of the plain tasks, at random
+        // moments (queued, handed ahead, running or finished), from another thread.
+        let victims: Vec<(usize, Arc<poolrun::TaskFuture<Out>>)> = jobs
+            .iter()
+            .enumerate()
+            .filter(|(_, j)| j.fault == Fault::None && rng.below(100) == 0)
+            .map(|(k, _)| (k, futs[k].clone()))
+            .collect();
+        let user_killer = {
+            let mut krng = Rng::new(rng.next_u64());
+            std::thread::spawn(move || {
+                victims
+                    .into_iter()
+                    .map(|(k, f)| {
+                        std::thread::sleep(Duration::from_micros(krng.below(2000)));
+                        (k, f.kill())
+                    })
+                    .collect::<HashMap<usize, bool>>()
+            })
+        };
+        let user_kills = user_killer.join().expect("user killer");
+        killed_by_user += user_kills.values().filter(|k| **k).count();
         for (k, (j, f)) in jobs.iter().zip(futs).enumerate() {
             if !f.wait(Some(wait_limit)) {
                 let k = kills.lock().unwrap_or_else(|p| p.into_inner());
@@ -547,17 +572,22 @@ pub fn run(o: Opts) {
                         .collect::<Vec<_>>()),
                 );
             }
-            let r = f.result();
-            check_outcome(
-                *j,
-                &r,
-                timeout,
-                &kills,
-                &mut blamed,
-                &mut ext_hits,
-                &mut outcomes,
-                &seen,
-            );
+            let r = f.try_result().expect("done");
+            if user_kills.get(&k) == Some(&true) {
+                assert_eq!(r, Err(TaskError::Cancelled), "task {} was killed", j.idx);
+                outcomes[kind_index(j.fault)] += 1;
+            } else {
+                check_outcome(
+                    *j,
+                    &r,
+                    timeout,
+                    &kills,
+                    &mut blamed,
+                    &mut ext_hits,
+                    &mut outcomes,
+                    &seen,
+                );
+            }
             // The callback ran in the completing thread before `wait` returned.
             assert!(
                 eventually(Duration::from_secs(10), || calls[k].load(Ordering::SeqCst)
@@ -673,7 +703,7 @@ pub fn run(o: Opts) {
         .collect();
     println!(
         "FAULT-SUMMARY suite={} mode=process workers={workers} max_tasks_per_child={:?} tasks={total} elapsed={:.1}s injected[{}] \
-         killer[SIGKILL={} SIGSEGV={} SIGTERM={} tasks_hit={ext_hits}] expected_outcomes={} \
+         killer[SIGKILL={} SIGSEGV={} SIGTERM={} tasks_hit={ext_hits}] user_kill()s_that_stopped_a_task={killed_by_user} expected_outcomes={} \
          lost=0 duplicated=0 callbacks_exactly_once={} reruns={reruns} zombies={zombies_left} \
          max_zombie_age={:?} fd_leak=0 shm_leak=0 rss_after_warmup={:.1}MiB rss_growth={:.2}MiB (rounds: {:?}) trimmed_rss_growth={:.2}MiB (rounds: {:?})",
         o.name,
