@@ -61,6 +61,17 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
             pool.submit(count_primes, 1000).result()
         );
     }
+    // kill: stop a task that is already running (cancel() only stops queued ones)
+    let runaway = pool.submit(count_primes, u64::MAX);
+    while !runaway.running() {
+        std::thread::sleep(Duration::from_millis(1));
+    }
+    println!("killed: {} -> {:?}", runaway.kill(), runaway.result());
+    println!(
+        "still working: {:?}",
+        pool.submit(count_primes, 1000).result()
+    );
+
     pool.shutdown(true, false);
     Ok(())
 }
