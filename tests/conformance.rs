@@ -440,6 +440,27 @@ macro_rules! conformance {
             }
 
             #[test]
+            fn killed_task_that_cannot_stop_costs_no_capacity() {
+                // A task blocked where no checkpoint is reached: process mode kills it;
+                // thread mode cannot, so a replacement thread serves the queue meanwhile.
+                let ev = poolrun::sync::Event::new().unwrap();
+                let arr = poolrun::shm::SharedArray::<u64>::new(1).unwrap();
+                let p = pool(1);
+                let stuck = p.submit(block_on_event, (ev.clone(), arr.clone()));
+                assert!(eventually(T, || stuck.running()));
+                std::thread::sleep(Duration::from_millis(20)); // really blocked in the task
+                assert!(stuck.kill());
+                assert_eq!(p.submit(square, 6).result_timeout(T), Ok(36));
+                ev.set();
+                assert_eq!(stuck.result(), Err(TaskError::Cancelled));
+                assert_eq!(p.submit(square, 7).result_timeout(T), Ok(49));
+                assert!(p.shutdown_timeout(false, T));
+                if MODE == Mode::Process {
+                    assert_eq!(arr.get(0), 0, "the killed worker never got past the wait");
+                }
+            }
+
+            #[test]
             fn kill_pending_is_cancel_and_finished_is_not_killed() {
                 let p = pool(1);
                 let a = p.submit(sleep_ms, 200);

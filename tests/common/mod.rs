@@ -71,6 +71,15 @@ pub fn spin_us_then(arg: (u64, u64)) -> u64 {
     arg.1
 }
 
+/// Block on `ev` (no checkpoint while blocked: a thread-mode kill cannot stop it), then
+/// record that it got past.
+pub fn block_on_event(arg: (poolrun::sync::Event, poolrun::shm::SharedArray<u64>)) -> u64 {
+    let (ev, arr) = arg;
+    ev.wait(None);
+    arr.set(0, 1);
+    1
+}
+
 /// Record that this task ran: `arr[i] += 1` (visible to the parent in both modes).
 pub fn mark(arg: (poolrun::shm::SharedArray<u64>, usize)) -> u64 {
     let (arr, i) = arg;
