@@ -412,6 +412,31 @@ macro_rules! conformance {
                 assert!(p.shutdown_timeout(false, T));
             }
 
+            /// Task `i` returns `i`; every `every`-th was a kill victim (`killed[i / every]`
+            /// is what its `kill()` returned): victims end `Cancelled` exactly when their
+            /// kill said so, every other task gets its own value.
+            fn assert_kill_outcomes(
+                futs: &[Arc<poolrun::TaskFuture<u64>>],
+                every: usize,
+                killed: &[bool],
+            ) {
+                for (i, f) in futs.iter().enumerate() {
+                    assert!(f.wait(Some(T)), "task {i} finished");
+                    let r = f.try_result().unwrap();
+                    if i % every == 0 {
+                        let k = killed[i / every];
+                        let want = if k {
+                            Err(TaskError::Cancelled)
+                        } else {
+                            Ok(i as u64)
+                        };
+                        assert_eq!(r, want, "victim {i} (kill returned {k})");
+                    } else {
+                        assert_eq!(r, Ok(i as u64), "task {i} was not killed");
+                    }
+                }
+            }
+
             #[test]
             fn kill_stops_a_running_task_and_the_pool_goes_on() {
                 let p = pool(1);
@@ -533,22 +558,7 @@ macro_rules! conformance {
                         })
                         .collect::<Vec<bool>>()
                 });
-                let killed = killer.join().unwrap();
-                for (i, f) in futs.iter().enumerate() {
-                    assert!(f.wait(Some(T)), "task {i} finished");
-                    let r = f.try_result().unwrap();
-                    if i % 3 == 0 {
-                        let k = killed[i / 3];
-                        let want = if k {
-                            Err(TaskError::Cancelled)
-                        } else {
-                            Ok(i as u64)
-                        };
-                        assert_eq!(r, want, "victim {i} (kill returned {k})");
-                    } else {
-                        assert_eq!(r, Ok(i as u64), "task {i} was not killed");
-                    }
-                }
+                assert_kill_outcomes(&futs, 3, &killer.join().unwrap());
                 assert!(p.shutdown_timeout(false, T));
                 assert!(zombie_children().is_empty());
             }
@@ -578,22 +588,7 @@ macro_rules! conformance {
                         })
                         .collect::<Vec<bool>>()
                 });
-                let killed = killer.join().unwrap();
-                for (i, f) in futs.iter().enumerate() {
-                    assert!(f.wait(Some(T)), "task {i} finished");
-                    let r = f.try_result().unwrap();
-                    if i % 10 == 0 {
-                        let k = killed[i / 10];
-                        let want = if k {
-                            Err(TaskError::Cancelled)
-                        } else {
-                            Ok(i as u64)
-                        };
-                        assert_eq!(r, want, "victim {i} (kill returned {k})");
-                    } else {
-                        assert_eq!(r, Ok(i as u64), "task {i} was not killed");
-                    }
-                }
+                assert_kill_outcomes(&futs, 10, &killer.join().unwrap());
                 assert!(p.shutdown_timeout(false, T));
             }
 
