@@ -350,51 +350,59 @@ fn plan_jobs(first_idx: u32, n: usize, counts: &[(Fault, usize)], rng: &mut Rng)
         .collect()
 }
 
-/// Checks one outcome; returns the pid blamed for an external kill, if any.
-#[allow(clippy::too_many_arguments)]
-fn check_outcome(
-    job: Job,
-    r: &Result<Out, TaskError>,
+/// Checks outcomes against their faults and the killer, and tallies them.
+struct Checker {
     timeout: Duration,
-    kills: &Mutex<Kills>,
-    blamed: &mut HashMap<u32, u32>,
-    ext_hits: &mut usize,
-    outcomes: &mut [usize; 8],
-    seen: &Seen,
-) {
-    if let Ok(o) = r {
-        seen.lock().unwrap_or_else(|p| p.into_inner()).insert(o.pid);
-        let ran = RUNS.get().map_or(1, |a| a.get(job.idx as usize));
-        assert!(ran >= 1, "task {} has a value but never ran", job.idx);
-    }
-    if let Err(TaskError::WorkerDied { pid, .. }) = r {
-        if let Some(other) = blamed.insert(*pid, job.idx) {
-            panic!(
-                "worker {pid} blamed for two tasks: {other} and {} ({r:?})",
-                job.idx
-            );
+    kills: Arc<Mutex<Kills>>,
+    seen: Seen,
+    /// Worker pid → the task its death was blamed on (cleared per round: pids get reused).
+    blamed: HashMap<u32, u32>,
+    /// Tasks failed by the external killer.
+    ext_hits: usize,
+    /// Tasks that ended as their fault kind should, per kind.
+    outcomes: [usize; 8],
+}
+
+impl Checker {
+    /// Check one outcome; panics unless its fault or the killer explains it.
+    fn check(&mut self, job: Job, r: &Result<Out, TaskError>) {
+        if let Ok(o) = r {
+            self.seen
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .insert(o.pid);
+            let ran = RUNS.get().map_or(1, |a| a.get(job.idx as usize));
+            assert!(ran >= 1, "task {} has a value but never ran", job.idx);
         }
-    }
-    if is_expected(job.idx, job.fault, r, timeout) {
-        outcomes[kind_index(job.fault)] += 1;
-        return;
-    }
-    if let Err(TaskError::WorkerDied {
-        pid,
-        signal: Some(s),
-        exit_code: None,
-    }) = r
-    {
-        let k = kills.lock().unwrap_or_else(|p| p.into_inner());
-        if k.sent.get(pid) == Some(s) {
-            *ext_hits += 1;
+        if let Err(TaskError::WorkerDied { pid, .. }) = r {
+            if let Some(other) = self.blamed.insert(*pid, job.idx) {
+                panic!(
+                    "worker {pid} blamed for two tasks: {other} and {} ({r:?})",
+                    job.idx
+                );
+            }
+        }
+        if is_expected(job.idx, job.fault, r, self.timeout) {
+            self.outcomes[kind_index(job.fault)] += 1;
             return;
         }
+        if let Err(TaskError::WorkerDied {
+            pid,
+            signal: Some(s),
+            exit_code: None,
+        }) = r
+        {
+            let k = self.kills.lock().unwrap_or_else(|p| p.into_inner());
+            if k.sent.get(pid) == Some(s) {
+                self.ext_hits += 1;
+                return;
+            }
+        }
+        panic!(
+            "task {} ({:?}) ended with {r:?}, which neither its fault nor the killer explains",
+            job.idx, job.fault
+        );
     }
-    panic!(
-        "task {} ({:?}) ended with {r:?}, which neither its fault nor the killer explains",
-        job.idx, job.fault
-    );
 }
 
 /// What varies between the fault suites that share this body.
@@ -493,10 +501,15 @@ pub fn run(o: Opts) {
             (Fault::BadDecode, f(60)),
         ]
     };
-    let mut blamed: HashMap<u32, u32> = HashMap::new();
-    let mut ext_hits = 0usize;
+    let mut checker = Checker {
+        timeout,
+        kills: kills.clone(),
+        seen: seen.clone(),
+        blamed: HashMap::new(),
+        ext_hits: 0,
+        outcomes: [0; 8],
+    };
     let mut killed_by_user = 0usize;
-    let mut outcomes = [0usize; 8];
     let mut injected = [0usize; 8];
     let mut rss_after = Vec::new();
     let mut rss_trimmed = Vec::new();
@@ -507,7 +520,7 @@ pub fn run(o: Opts) {
     for _round in 0..rounds {
         // "No pid blamed twice" holds within a round: across rounds a pid may have been
         // reaped and reused (pid_max is 32768 here, and the long form forks thousands).
-        blamed.clear();
+        checker.blamed.clear();
         let jobs = plan_jobs(next_idx, per_round, &counts_for(per_round), &mut rng);
         next_idx += per_round as u32;
         for j in &jobs {
@@ -575,18 +588,9 @@ pub fn run(o: Opts) {
             let r = f.try_result().expect("done");
             if user_kills.get(&k) == Some(&true) {
                 assert_eq!(r, Err(TaskError::Cancelled), "task {} was killed", j.idx);
-                outcomes[kind_index(j.fault)] += 1;
+                checker.outcomes[kind_index(j.fault)] += 1;
             } else {
-                check_outcome(
-                    *j,
-                    &r,
-                    timeout,
-                    &kills,
-                    &mut blamed,
-                    &mut ext_hits,
-                    &mut outcomes,
-                    &seen,
-                );
+                checker.check(*j, &r);
             }
             // The callback ran in the completing thread before `wait` returned.
             assert!(
@@ -619,7 +623,7 @@ pub fn run(o: Opts) {
     }
 
     // Phase 2: an ordered map with chunks over the rest.
-    blamed.clear();
+    checker.blamed.clear();
     let map_n = total - next_idx as usize;
     let jobs = plan_jobs(next_idx, map_n, &counts_for(map_n), &mut rng);
     for j in &jobs {
@@ -631,16 +635,7 @@ pub fn run(o: Opts) {
         .chunksize(8)
         .timeout(Duration::from_secs(600));
     for (j, r) in jobs.iter().zip(results.by_ref()) {
-        check_outcome(
-            *j,
-            &r,
-            timeout,
-            &kills,
-            &mut blamed,
-            &mut ext_hits,
-            &mut outcomes,
-            &seen,
-        );
+        checker.check(*j, &r);
         got += 1;
     }
     assert_eq!(results.count(), 0, "map yielded more results than inputs");
@@ -649,6 +644,9 @@ pub fn run(o: Opts) {
     rss_after.push(rss_bytes());
     rss_trimmed.push(trimmed_rss());
     let elapsed = t0.elapsed();
+    let Checker {
+        ext_hits, outcomes, ..
+    } = checker;
 
     stop.store(true, Ordering::SeqCst);
     killer_thread.join().expect("killer thread");
