@@ -22,9 +22,11 @@
 use std::time::Duration;
 
 pub use poolrun_core::{
-    as_completed, codec, gil, shm, sync, wait, AsCompleted, BatchSubmit, Executor, GilMode,
-    MapIter, MapUnordered, Mode, Payload, PoolConfig, PoolError, ReturnWhen, TaskError, TaskFuture,
+    as_completed, codec, gil, shm, sync, wait, AsCompleted, Executor, GilMode, MapIter,
+    MapUnordered, Mode, Payload, PoolConfig, PoolError, ReturnWhen, TaskError, TaskFuture,
 };
+
+use poolrun_core::backend::{BatchSubmit, Dispatch};
 pub use poolrun_procpool::ProcessPool;
 pub use poolrun_threadpool::ThreadPool;
 
@@ -57,17 +59,19 @@ macro_rules! delegate {
     };
 }
 
-impl Executor for Pool {
-    fn submit<A: Payload, R: Payload>(&self, f: fn(A) -> R, arg: A) -> TaskFuture<R> {
-        delegate!(self, p => p.submit(f, arg))
-    }
-
+impl Dispatch for Pool {
     fn batch_submitter<A: Payload, R: Payload>(&self, f: fn(A) -> R) -> BatchSubmit<A, R> {
         delegate!(self, p => p.batch_submitter(f))
     }
 
     fn map_window(&self) -> usize {
         delegate!(self, p => p.map_window())
+    }
+}
+
+impl Executor for Pool {
+    fn submit<A: Payload, R: Payload>(&self, f: fn(A) -> R, arg: A) -> TaskFuture<R> {
+        delegate!(self, p => p.submit(f, arg))
     }
 
     fn shutdown(&self, wait: bool, cancel_pending: bool) {

@@ -7,10 +7,13 @@ macro_rules! conformance {
     ($modname:ident, $mode:expr) => {
         mod $modname {
             use super::common::*;
+            // (`batch_submitter` submits one chunk and returns its futures, so a test can
+            // kill items inside a chunk; it is the backend hook `map` is built on.)
             use poolrun::{
                 as_completed, wait, Executor, Mode, Pool, PoolConfig, PoolError, ReturnWhen,
                 TaskError,
             };
+            use poolrun_core::backend::Dispatch;
             use std::sync::atomic::{AtomicUsize, Ordering};
             use std::sync::{Arc, Mutex};
             use std::time::{Duration, Instant};

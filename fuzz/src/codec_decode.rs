@@ -21,7 +21,7 @@ use std::time::Duration;
 use poolrun::codec;
 use poolrun::shm::{SharedArray, SharedBytes};
 use poolrun::{Payload, TaskError};
-use poolrun_core::{task_pair, ErasedPromise};
+use poolrun_core::backend::{task_pair, ErasedPromise};
 use serde::{Deserialize, Serialize};
 
 /// A user payload with the serde shapes tasks use: unit/newtype/struct variants, nesting,
@@ -50,7 +50,7 @@ pub enum Shape {
 fn check<T: Payload + Debug>(bytes: &[u8]) {
     let direct = codec::decode::<T>(bytes);
     // The process pool's result path: a type-erased promise completed from bytes.
-    let (promise, fut) = task_pair::<T>();
+    let (promise, fut) = task_pair::<T>(None);
     let erased = ErasedPromise::from(promise);
     erased.complete_encoded(bytes);
     let via = fut.result_timeout(Duration::from_secs(10));

@@ -6,7 +6,8 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use crate::gil::GilMode;
-use crate::{codec, panic_message, Payload, PoolError};
+use crate::runtime::panic_message;
+use crate::{codec, Payload, PoolError};
 
 /// Which kind of pool runs the work.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]

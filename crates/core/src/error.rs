@@ -6,12 +6,13 @@ use std::time::Duration;
 ///
 /// Every variant says *when* it happens. The enum is `#[non_exhaustive]`: match with a
 /// wildcard arm.
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error, serde::Serialize, serde::Deserialize)]
 #[non_exhaustive]
 pub enum TaskError {
     /// The task was cancelled before it started: by [`TaskFuture::cancel`](crate::TaskFuture::cancel),
     /// by `shutdown(_, cancel_pending = true)`, by dropping a daemon pool, or by dropping a
-    /// [`MapIter`](crate::MapIter) that still had it queued.
+    /// [`MapIter`](crate::MapIter) that still had it queued — or it was stopped while
+    /// running by [`TaskFuture::kill`](crate::TaskFuture::kill).
     #[error("the task was cancelled before it started")]
     Cancelled,
     /// The task was submitted after `shutdown`, or the pool stopped before it could run it.
@@ -28,7 +29,7 @@ pub enum TaskError {
         message: String,
     },
     /// The worker process running the task died (signal, `exit`, OOM kill).
-    #[error("worker process {pid} died while running the task ({})", describe_exit(*signal, *exit_code))]
+    #[error("worker process {pid} died while running the task ({})", crate::runtime::describe_exit(*signal, *exit_code))]
     WorkerDied {
         /// The worker's process id.
         pid: u32,
@@ -43,9 +44,14 @@ pub enum TaskError {
         /// The timeout that was exceeded.
         after: Duration,
     },
-    /// The argument or the result could not be encoded or decoded.
+    /// The argument or the result could not be encoded or decoded. The message names the
+    /// type and says why (the type's own serde error text, or that its impl panicked).
     #[error("codec error: {0}")]
     Codec(String),
+    /// A shared-memory or sync handle in the argument or the result could not be used by
+    /// the receiving process (see [`HandleError`](crate::shm::HandleError)).
+    #[error("{0}")]
+    Handle(crate::shm::HandleError),
     /// The worker's initializer failed, so the worker could not run tasks.
     #[error("the worker initializer failed: {0}")]
     Initializer(String),
@@ -59,38 +65,6 @@ pub enum TaskError {
     ResultTaken,
 }
 
-fn describe_exit(signal: Option<i32>, exit_code: Option<i32>) -> String {
-    match (signal, exit_code) {
-        (Some(sig), _) => format!("killed by signal {sig} ({})", signal_name(sig)),
-        (None, Some(code)) => format!("exit code {code}"),
-        (None, None) => "unknown status".to_string(),
-    }
-}
-
-/// The conventional name of a Linux signal number, for messages.
-pub fn signal_name(sig: i32) -> &'static str {
-    match sig {
-        1 => "SIGHUP",
-        2 => "SIGINT",
-        3 => "SIGQUIT",
-        4 => "SIGILL",
-        5 => "SIGTRAP",
-        6 => "SIGABRT",
-        7 => "SIGBUS",
-        8 => "SIGFPE",
-        9 => "SIGKILL",
-        10 => "SIGUSR1",
-        11 => "SIGSEGV",
-        12 => "SIGUSR2",
-        13 => "SIGPIPE",
-        14 => "SIGALRM",
-        15 => "SIGTERM",
-        24 => "SIGXCPU",
-        25 => "SIGXFSZ",
-        _ => "signal",
-    }
-}
-
 /// Why a pool could not be built.
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
@@ -98,24 +72,61 @@ pub enum PoolError {
     /// A [`PoolConfig`](crate::PoolConfig) value is out of range; the message names it.
     #[error("invalid pool configuration: {0}")]
     InvalidConfig(String),
-    /// A worker thread or process could not be started.
-    #[error("could not start a worker: {0}")]
+    /// A worker cannot be started here, for a reason that is not an OS call failing: a
+    /// process pool created inside a pool worker process, or in a process forked by someone
+    /// else after it used a process pool. The message says which.
+    #[error("cannot start a worker: {0}")]
     Spawn(String),
-    /// An operating-system call failed.
-    #[error("I/O error: {0}")]
-    Io(#[from] std::io::Error),
-    /// The requested mode is not available in this build.
+    /// An operating-system call failed while starting the pool (`fork`, a pipe, a socket,
+    /// `mmap`, a thread). The error names the call and keeps the OS error:
+    /// `io::Error::get_ref` is an [`OsCallError`] whose `source` has the errno
+    /// (`raw_os_error`).
     #[error("{0}")]
-    Unsupported(String),
+    Io(std::io::Error),
 }
 
-/// Turn a panic payload into a message.
-pub fn panic_message(payload: &(dyn std::any::Any + Send)) -> String {
-    if let Some(s) = payload.downcast_ref::<&'static str>() {
-        (*s).to_string()
-    } else if let Some(s) = payload.downcast_ref::<String>() {
-        s.clone()
-    } else {
-        "<non-string panic payload>".to_string()
+impl From<std::io::Error> for PoolError {
+    fn from(e: std::io::Error) -> Self {
+        PoolError::Io(e)
+    }
+}
+
+impl PoolError {
+    /// `op` failed with `source`: a [`PoolError::Io`] that names the call.
+    pub fn os(op: &'static str, source: std::io::Error) -> PoolError {
+        PoolError::Io(std::io::Error::new(
+            source.kind(),
+            OsCallError { op, source },
+        ))
+    }
+}
+
+/// An OS call that failed, with the OS error (inside [`PoolError::Io`]).
+#[derive(Debug, thiserror::Error)]
+#[error("{op} failed: {source}")]
+pub struct OsCallError {
+    /// The call (`fork`, `socketpair`, `spawn a thread`, ...).
+    pub op: &'static str,
+    /// The OS error; `raw_os_error()` is the errno.
+    #[source]
+    pub source: std::io::Error,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn os_errors_keep_the_call_and_errno() {
+        let e = PoolError::os("fork", std::io::Error::from_raw_os_error(11));
+        let PoolError::Io(io) = &e else {
+            panic!("{e:?}")
+        };
+        let inner = io.get_ref().and_then(|r| r.downcast_ref::<OsCallError>());
+        assert_eq!(
+            inner.map(|c| (c.op, c.source.raw_os_error())),
+            Some(("fork", Some(11)))
+        );
+        assert!(e.to_string().starts_with("fork failed: "), "{e}");
     }
 }

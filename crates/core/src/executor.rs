@@ -1,17 +1,14 @@
-//! The [`Executor`] trait: the one API both pools implement.
+//! [`Executor`]: the one API every pool implements (`concurrent.futures.Executor`).
 
 use std::time::Duration;
 
-use crate::{IterSource, MapIter, MapUnordered, Mode, Payload, TaskFuture};
+use crate::backend::{Dispatch, IterSource};
+use crate::{MapIter, MapUnordered, Mode, Payload, TaskFuture};
 
-/// A pool's "submit this chunk of inputs as one job" function for one task `fn`: returns one
-/// future per input, in order. `map` and `map_unordered` are built on it.
-pub type BatchSubmit<A, R> = Box<dyn FnMut(Vec<A>) -> Vec<TaskFuture<R>> + Send>;
-
-/// What a pool can do, identically for threads and processes (`concurrent.futures.Executor`).
+/// What a pool can do, identically for threads, processes and a cluster.
 ///
 /// Tasks are plain `fn` pointers — never capturing closures — so the same call works when the
-/// task runs in a forked process:
+/// task runs in another process:
 ///
 /// ```compile_fail
 /// use poolrun_core::{Executor, TaskFuture};
@@ -21,20 +18,13 @@ pub type BatchSubmit<A, R> = Box<dyn FnMut(Vec<A>) -> Vec<TaskFuture<R>> + Send>
 ///     let _f: TaskFuture<u32> = pool.submit(move |x: u32| x + captured, 1);
 /// }
 /// ```
-pub trait Executor: Send + Sync {
+///
+/// (The supertrait `Dispatch` is how a pool plugs into [`map`](Self::map); it is not part of
+/// the user-facing API.)
+pub trait Executor: Dispatch + Send + Sync {
     /// Schedule `f(arg)`. Never blocks on the work; every problem (shutdown, an argument
     /// that fails to encode) surfaces through the returned future.
     fn submit<A: Payload, R: Payload>(&self, f: fn(A) -> R, arg: A) -> TaskFuture<R>;
-
-    /// The pool's chunk submitter for `f` (see [`BatchSubmit`]); it keeps the pool's
-    /// internals alive, so a `map` iterator outlives nothing it needs. The building block of
-    /// [`map`](Self::map) and [`map_unordered`](Self::map_unordered).
-    fn batch_submitter<A: Payload, R: Payload>(&self, f: fn(A) -> R) -> BatchSubmit<A, R>;
-
-    /// How many chunks `map` keeps in flight.
-    fn map_window(&self) -> usize {
-        default_window(self.workers())
-    }
 
     /// Apply `f` to every input, yielding results in input order, lazily, with a bounded
     /// window in flight. See [`MapIter`].
@@ -74,14 +64,6 @@ pub trait Executor: Send + Sync {
     /// The number of workers.
     fn workers(&self) -> usize;
 
-    /// Thread or process.
+    /// Thread, process or cluster.
     fn mode(&self) -> Mode;
-}
-
-/// How many chunks a pool with `workers` workers keeps in flight for `map`: enough that no
-/// worker idles between chunks and the consumer rarely finds its next item unfinished (a
-/// small window makes producer and workers ping-pong: 5× slower on tiny tasks), small
-/// enough to bound memory (`window × chunksize` inputs).
-pub fn default_window(workers: usize) -> usize {
-    workers.saturating_mul(8).max(64)
 }

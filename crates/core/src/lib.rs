@@ -1,36 +1,44 @@
-//! poolrun-core: everything the thread pool and the process pool share.
+//! poolrun-core: the API every poolrun pool implements, and what they share.
 //!
-//! - [`Executor`], the API both pools implement; [`TaskFuture`] and [`Promise`], the
-//!   futures state machine; [`wait`] / [`as_completed`]; the lazy [`MapIter`] /
-//!   [`MapUnordered`];
-//! - [`TaskError`] / [`PoolError`]; [`PoolConfig`] and [`Mode`];
-//! - [`gil`] (CPython GIL emulation and the `checkpoint` hook), [`shm`], [`sync`], [`codec`].
+//! User-facing: [`Executor`] (the `concurrent.futures`-style API), [`TaskFuture`],
+//! [`wait`] / [`as_completed`], the lazy [`MapIter`] / [`MapUnordered`], [`TaskError`] /
+//! [`PoolError`], [`PoolConfig`] / [`Mode`], and the modules [`gil`] (CPython GIL
+//! emulation and the `checkpoint` hook), [`shm`] (shared memory), [`sync`] (cross-process
+//! locks and events) and [`codec`].
+//!
+//! For pool implementations only, hidden from the docs: `backend` (promises, kill routes,
+//! the map plumbing and the worker runtime every backend runs its tasks with).
 //!
 //! This crate knows nothing of fork or of worker threads; the pools live in
 //! `poolrun-threadpool` and `poolrun-procpool`, and the `poolrun` facade re-exports all.
 
 #![warn(missing_docs)]
 
+#[doc(hidden)]
+pub mod backend;
 pub mod codec;
 mod config;
+mod deadline;
 mod error;
 mod executor;
 mod future;
 pub mod gil;
 mod map;
+mod runtime;
 pub mod shm;
 pub mod sync;
 mod wait;
 
-pub use config::{Initializer, Mode, PoolConfig, MAX_WORKERS};
-pub use error::{panic_message, signal_name, PoolError, TaskError};
-pub use executor::{default_window, BatchSubmit, Executor};
-pub use future::{
-    task_pair, task_pair_routed, ErasedPromise, KillRoute, Promise, RouteId, TaskFuture,
-};
+pub use config::{Mode, PoolConfig, MAX_WORKERS};
+pub use deadline::Deadline;
+pub use error::{OsCallError, PoolError, TaskError};
+pub use executor::Executor;
+pub use future::TaskFuture;
 pub use gil::GilMode;
-pub use map::{ChunkSource, IterSource, MapIter, MapUnordered};
+pub use map::{MapIter, MapUnordered};
 pub use wait::{as_completed, wait, AsCompleted, ReturnWhen};
+
+pub(crate) use config::Initializer;
 
 /// What a task argument or result must be: encodable (it may cross a process boundary),
 /// sendable, owned. A blanket trait: every such type is a `Payload`.

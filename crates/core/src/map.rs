@@ -14,7 +14,7 @@ use std::time::{Duration, Instant};
 
 use crate::future::DoneSink;
 use crate::wait::DoneQueue;
-use crate::{TaskError, TaskFuture};
+use crate::{Deadline, TaskError, TaskFuture};
 
 /// Where a map iterator gets its tasks: pulls up to `n` inputs and submits them as one batch
 /// (one message per batch in process mode). Returns an empty vector once the input is
@@ -90,8 +90,8 @@ impl<R> Window<R> {
         }
     }
 
-    fn deadline(&self) -> Option<Instant> {
-        self.timeout.and_then(|t| self.created.checked_add(t))
+    fn deadline(&self) -> Deadline {
+        Deadline::after_from(self.created, self.timeout)
     }
 
     fn capacity(&self) -> usize {
@@ -181,28 +181,28 @@ impl<R> Iterator for MapIter<R> {
         self.w.started = true;
         self.refill();
         let f = self.in_flight.pop_front()?;
-        if self.timed_out {
-            f.cancel();
-            return Some(f.try_result().unwrap_or(Err(TaskError::WaitTimeout)));
+        if self.timed_out || f.wait_until(self.w.deadline(), true) {
+            return Some(f.result());
         }
-        let out = match self.w.deadline() {
-            None => f.result(),
-            Some(d) => {
-                let left = d.saturating_duration_since(Instant::now());
-                if f.wait(Some(left)) {
-                    f.result()
-                } else {
-                    self.timed_out = true;
-                    self.w.source = None;
-                    f.cancel();
-                    for g in &self.in_flight {
-                        g.cancel();
-                    }
-                    f.try_result().unwrap_or(Err(TaskError::WaitTimeout))
-                }
-            }
-        };
-        Some(out)
+        // The deadline passed: this item and every other one not done by now yields
+        // `WaitTimeout` (those not started are cancelled); no more inputs are pulled.
+        self.timed_out = true;
+        self.w.source = None;
+        for g in self.in_flight.iter_mut() {
+            expire(g);
+        }
+        let mut f = f;
+        expire(&mut f);
+        Some(f.result())
+    }
+}
+
+/// At a map's deadline: a future not done yet is cancelled (if it has not started) and
+/// replaced by one that yields `WaitTimeout`; a done one keeps its outcome.
+fn expire<R>(f: &mut TaskFuture<R>) {
+    if !f.done() {
+        f.cancel();
+        *f = TaskFuture::ready(Err(TaskError::WaitTimeout));
     }
 }
 
@@ -304,21 +304,20 @@ impl<R> Iterator for MapUnordered<R> {
         if self.in_flight.is_empty() {
             return None;
         }
-        if !self.timed_out {
-            loop {
-                match self.queue.pop(self.w.deadline()) {
-                    Some(i) => {
-                        if let Some(f) = self.in_flight.remove(&i) {
-                            return Some((i, f.result()));
-                        }
+        while !self.timed_out {
+            match self.queue.pop(self.w.deadline()) {
+                Some(i) => {
+                    if let Some(f) = self.in_flight.remove(&i) {
+                        return Some((i, f.result()));
                     }
-                    None => {
-                        self.timed_out = true;
-                        self.w.source = None;
-                        for f in self.in_flight.values() {
-                            f.cancel();
-                        }
-                        break;
+                }
+                None => {
+                    // See `MapIter::next`: what is not done now yields `WaitTimeout`.
+                    self.timed_out = true;
+                    self.w.source = None;
+                    for f in self.in_flight.values_mut() {
+                        f.unwatch(&self.sink);
+                        expire(f);
                     }
                 }
             }
@@ -326,7 +325,7 @@ impl<R> Iterator for MapUnordered<R> {
         let i = *self.in_flight.keys().min()?;
         let f = self.in_flight.remove(&i)?;
         f.unwatch(&self.sink);
-        Some((i, f.try_result().unwrap_or(Err(TaskError::WaitTimeout))))
+        Some((i, f.result()))
     }
 }
 

@@ -4,10 +4,10 @@
 use std::collections::VecDeque;
 use std::fmt;
 use std::sync::{Arc, Condvar, Mutex};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use crate::future::DoneSink;
-use crate::{gil, TaskError, TaskFuture};
+use crate::{gil, Deadline, TaskError, TaskFuture};
 
 /// When [`wait`] returns.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -41,7 +41,7 @@ impl DoneSink for DoneQueue {
 impl DoneQueue {
     /// Pop the next done index, waiting until `deadline` (None: forever). Releases the GIL
     /// while it waits.
-    pub(crate) fn pop(&self, deadline: Option<Instant>) -> Option<usize> {
+    pub(crate) fn pop(&self, deadline: Deadline) -> Option<usize> {
         let mut q = self.done.lock().unwrap_or_else(|p| p.into_inner());
         if let Some(i) = q.pop_front() {
             return Some(i);
@@ -53,16 +53,13 @@ impl DoneQueue {
                 if let Some(i) = q.pop_front() {
                     return Some(i);
                 }
-                match deadline {
+                match deadline.remaining() {
                     None => q = self.cond.wait(q).unwrap_or_else(|p| p.into_inner()),
-                    Some(d) => {
-                        let now = Instant::now();
-                        if now >= d {
-                            return None;
-                        }
+                    Some(left) if left.is_zero() => return None,
+                    Some(left) => {
                         q = self
                             .cond
-                            .wait_timeout(q, d - now)
+                            .wait_timeout(q, left)
                             .unwrap_or_else(|p| p.into_inner())
                             .0;
                     }
@@ -80,7 +77,7 @@ pub fn wait<R>(
     timeout: Option<Duration>,
     return_when: ReturnWhen,
 ) -> (Vec<usize>, Vec<usize>) {
-    let deadline = timeout.and_then(|t| Instant::now().checked_add(t));
+    let deadline = Deadline::after(timeout);
     let q = Arc::new(DoneQueue::default());
     let sink: Arc<dyn DoneSink> = q.clone();
     for (i, f) in fs.iter().enumerate() {
@@ -138,7 +135,7 @@ pub fn as_completed<R>(fs: Vec<TaskFuture<R>>) -> AsCompleted<R> {
         queue: q,
         sink,
         remaining,
-        deadline: None,
+        deadline: Deadline::NEVER,
         timed_out: false,
     }
 }
@@ -149,14 +146,14 @@ pub struct AsCompleted<R> {
     queue: Arc<DoneQueue>,
     sink: Arc<dyn DoneSink>,
     remaining: usize,
-    deadline: Option<Instant>,
+    deadline: Deadline,
     timed_out: bool,
 }
 
 impl<R> AsCompleted<R> {
     /// Give up waiting `d` from now: remaining futures then yield `Err(WaitTimeout)`.
     pub fn timeout(mut self, d: Duration) -> Self {
-        self.deadline = Instant::now().checked_add(d);
+        self.deadline = Deadline::after(Some(d));
         self
     }
 }
@@ -212,11 +209,12 @@ impl<R> fmt::Debug for AsCompleted<R> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::future::task_pair;
+    use crate::backend::task_pair;
+    use std::time::Instant;
 
     #[test]
     fn cancelled_counts_as_done() {
-        let (_p, f) = task_pair::<u32>();
+        let (_p, f) = task_pair::<u32>(None);
         assert!(f.cancel());
         let t = Instant::now();
         let (done, pending) = wait(
@@ -231,8 +229,8 @@ mod tests {
 
     #[test]
     fn first_completed_and_timeout() {
-        let (p0, f0) = task_pair::<u32>();
-        let (_p1, f1) = task_pair::<u32>();
+        let (p0, f0) = task_pair::<u32>(None);
+        let (_p1, f1) = task_pair::<u32>(None);
         let fs = vec![f0, f1];
         let (d, pnd) = wait(
             &fs,
@@ -248,9 +246,9 @@ mod tests {
 
     #[test]
     fn first_exception() {
-        let (p0, f0) = task_pair::<u32>();
-        let (p1, f1) = task_pair::<u32>();
-        let (_p2, f2) = task_pair::<u32>();
+        let (p0, f0) = task_pair::<u32>(None);
+        let (p1, f1) = task_pair::<u32>(None);
+        let (_p2, f2) = task_pair::<u32>(None);
         p0.complete(Ok(1));
         let h = std::thread::spawn(move || {
             std::thread::sleep(Duration::from_millis(20));
@@ -270,9 +268,9 @@ mod tests {
 
     #[test]
     fn as_completed_order_and_timeout() {
-        let (p0, f0) = task_pair::<u32>();
-        let (p1, f1) = task_pair::<u32>();
-        let (_p2, f2) = task_pair::<u32>();
+        let (p0, f0) = task_pair::<u32>(None);
+        let (p1, f1) = task_pair::<u32>(None);
+        let (_p2, f2) = task_pair::<u32>(None);
         p1.complete(Ok(11));
         let mut it = as_completed(vec![f0, f1, f2]).timeout(Duration::from_millis(50));
         assert_eq!(it.next(), Some((1, Ok(11))));

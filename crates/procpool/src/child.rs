@@ -1,53 +1,91 @@
-//! The worker process's loop (runs in the forked child only).
+//! The worker process (runs in the forked child only): its entry point and its loop.
 //!
-//! 1. Bind the thread to its own GIL (`GilMode::On`) through `gil::WorkerBinding`.
-//! 2. Run the initializer; report `Ready` or `InitFailed(message)` (and exit).
-//! 3. Receive jobs; for each item: publish "item `id` runs since `t`" in the status page,
-//!    run it through its trampoline, clear the page. Results are sent per job, and sooner
-//!    when a job runs long (every millisecond), so a crash loses at most that much finished
-//!    work (which the parent re-queues) and a long chunk streams its results.
-//! 4. After `max_tasks` items, flush and exit 0 (the parent replaces it); on `Exit`, or when
-//!    the parent is gone, exit 0.
-//! 5. An item the parent marked as killed (`StatusPage::doom`) is skipped if it has not
-//!    begun; if the parent claimed it while it ran, the parent is killing this process, so
-//!    it flushes and exits 0 rather than begin another item.
+//! 1. `child_main`: the OS set-up (`sys::child_setup`), the lifeline watchdog, a panic hook
+//!    that takes no lock, then the loop. It never returns or unwinds (invariant F1).
+//! 2. Start the worker runtime (poolrun-core): its own GIL when `GilMode::On`, the
+//!    initializer once; report `Ready`, or `InitFailed(message)` and exit.
+//! 3. For each batch received: begin it unless the parent withdrew it (the status page's
+//!    gate); for each item publish "item `id` runs since `t`" (W1), skip it if `kill()`
+//!    marked it (W2), run it through its trampoline, end it (W4). Results are sent when the
+//!    batch ends, when they add up to a message's worth, and at least every millisecond
+//!    while a batch runs — so a crash loses at most that much finished work (which the
+//!    parent re-queues) and a long chunk streams its results.
+//! 4. If the parent claimed the running item for a kill, a SIGKILL is on its way: flush and
+//!    exit rather than begin another item. After `max_tasks` items, flush and exit 0 (the
+//!    parent replaces it); on `Exit`, or when the parent is gone, exit 0.
 
+use std::os::fd::{OwnedFd, RawFd};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
-use ipc_channel::ipc::{IpcBytesReceiver, IpcSender};
+use ipc_channel::ipc::{IpcReceiver, IpcSender};
+use nix::unistd::Pid;
 
-use poolrun_core::gil::{Gil, WorkerBinding};
-use poolrun_core::GilMode;
+use poolrun_core::backend::{Initializer, WorkerRuntime};
+use poolrun_core::gil::{Gil, GilMode};
+use poolrun_core::{codec, TaskError};
 
-use crate::spawn::WorkerSetup;
-use serde_bytes::ByteBuf;
+use crate::status::StatusPage;
+use crate::sys;
+use crate::transport::{
+    self, payload, FromWorker, Outcome, Payloads, ResultEntry, Results, RunBatch, ToWorker, LARGE,
+    MAX_LARGE_PER_MESSAGE,
+};
 
-use crate::sys::{self, StatusPage};
-use crate::transport::{self, FromWorker, Outcome, ResultEntry, ToWorker};
-
-/// Send finished results at least this often while a job runs (ns).
+/// Send finished results at least this often while a batch runs (ns).
 const FLUSH_EVERY_NS: u64 = 1_000_000;
 /// A result buffer larger than this is not kept for the next item.
 const SCRATCH_KEEP: usize = 1 << 20;
 
 /// Exit status of a worker that found the parent's panic machinery locked at fork time
-/// (`EX_TEMPFAIL`); the pool counts it as a start-up failure and forks another.
+/// (`EX_TEMPFAIL`); the pool forks another.
 pub(crate) const EXIT_UNSAFE_FORK: i32 = 75;
 /// How long installing the panic hook may take before the worker gives up.
 const HOOK_DEADLINE: Duration = Duration::from_millis(300);
+
+/// What a worker needs to know; shared by every worker of one pool.
+#[derive(Debug)]
+pub(crate) struct WorkerSetup {
+    /// Runs once before the first task.
+    pub initializer: Option<Initializer>,
+    /// Each worker gets its own GIL when `On`.
+    pub gil: GilMode,
+    /// Exit cleanly after this many tasks.
+    pub max_tasks: Option<usize>,
+}
+
+/// The worker process's entry point: never returns, never unwinds (invariant F1).
+pub(crate) fn child_main(
+    parent: Pid,
+    foreign: &[RawFd],
+    setup: &WorkerSetup,
+    rx: IpcReceiver<ToWorker>,
+    tx: IpcSender<FromWorker>,
+    status: StatusPage,
+    lifeline: OwnedFd,
+) -> ! {
+    let code = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+        if !sys::child_setup(parent, foreign) {
+            return 1;
+        }
+        sys::start_watchdog(lifeline);
+        install_panic_hook();
+        main_loop(setup, &rx, &tx, &status)
+    }))
+    .unwrap_or(101);
+    sys::exit_now(code)
+}
 
 /// Give this worker process its own panic hook, before any user code runs.
 ///
 /// Why: std's default hook takes global locks (the hook lock, and the backtrace lock for the
 /// whole message). If a host thread was inside a panic hook at the instant of `fork`, the
 /// child inherits those locks held by a thread that does not exist in it, and its first
-/// panic — a panicking initializer or task — would hang forever. Our hook takes no lock
-/// (formats, then one `write(2)`); the parent's hook never runs in a worker.
+/// panic would hang forever. Our hook takes no lock (formats, then one `write(2)`).
 /// `set_hook` itself needs the hook lock: if that was inherited held, a deadman thread ends
 /// the worker with [`EXIT_UNSAFE_FORK`] and the pool forks a fresh one.
-pub(crate) fn install_panic_hook() {
+fn install_panic_hook() {
     let installed = Arc::new(AtomicBool::new(false));
     let flag = installed.clone();
     let _ = std::thread::Builder::new()
@@ -66,10 +104,43 @@ pub(crate) fn install_panic_hook() {
     installed.store(true, Ordering::SeqCst);
 }
 
+/// Results not yet sent.
+#[derive(Default)]
+struct Pending {
+    entries: Vec<ResultEntry>,
+    payloads: Payloads,
+}
+
+impl Pending {
+    fn push(&mut self, id: u64, outcome: Outcome, bytes: &[u8]) {
+        let data = self.payloads.push(bytes);
+        self.entries.push(ResultEntry { id, outcome, data });
+    }
+
+    /// A message's worth (transport invariant T2).
+    fn full(&self) -> bool {
+        self.payloads.inline_len() >= LARGE || self.payloads.large_count() >= MAX_LARGE_PER_MESSAGE
+    }
+
+    /// Send what is pending; false if the parent is gone.
+    fn flush(&mut self, tx: &IpcSender<FromWorker>) -> bool {
+        if self.entries.is_empty() {
+            return true;
+        }
+        let (body, large) = std::mem::take(&mut self.payloads).finish();
+        let msg = FromWorker::Results(Results {
+            entries: std::mem::take(&mut self.entries),
+            body,
+            large,
+        });
+        tx.send(msg).is_ok()
+    }
+}
+
 /// Run the worker; returns the exit code.
-pub(crate) fn main_loop(
+fn main_loop(
     setup: &WorkerSetup,
-    rx: &IpcBytesReceiver,
+    rx: &IpcReceiver<ToWorker>,
     tx: &IpcSender<FromWorker>,
     status: &StatusPage,
 ) -> i32 {
@@ -77,94 +148,122 @@ pub(crate) fn main_loop(
         GilMode::On { switch_interval } => Some(Gil::new(switch_interval)),
         GilMode::Off => None,
     };
-    let binding = WorkerBinding::new(gil, Arc::new(AtomicBool::new(false)));
-    if let Some(init) = &setup.initializer {
-        if let Err(msg) = binding.run_task(|| init.run()) {
-            let _ = tx.send(FromWorker::InitFailed(msg));
-            return 0;
-        }
+    let rt = WorkerRuntime::start(
+        gil,
+        Arc::new(AtomicBool::new(false)),
+        setup.initializer.as_ref(),
+    );
+    if let Some(msg) = rt.init_error() {
+        let _ = tx.send(FromWorker::InitFailed(msg.to_string()));
+        return 0;
     }
     if tx.send(FromWorker::Ready).is_err() {
         return 0;
     }
     let mut done: usize = 0;
     let mut scratch: Vec<u8> = Vec::new();
+    let mut pending = Pending::default();
     loop {
-        let bytes = match rx.recv() {
-            Ok(b) => b,
+        let msg = match rx.recv() {
+            Ok(m) => m,
             Err(_) => return 0, // the parent is gone
         };
-        let msg: ToWorker<'_> = match postcard::from_bytes(&bytes) {
-            Ok(m) => m,
-            Err(e) => {
-                eprintln!(
-                    "poolrun worker {}: undecodable message from the pool: {e}",
-                    std::process::id()
-                );
-                return 2;
-            }
-        };
-        let (trampoline, func, items) = match msg {
+        status.mark_received();
+        let batch = match msg {
             ToWorker::Exit => {
-                poolrun_core::shm::wait_pins_released(std::time::Duration::from_secs(5));
+                poolrun_core::shm::wait_pins_released(Duration::from_secs(5));
                 return 0;
             }
-            ToWorker::Job {
-                trampoline,
-                func,
-                items,
-            } => (trampoline, func, items),
+            ToWorker::Run(b) => b,
         };
-        // SAFETY: invariant T1 (transport.rs): the address was made by `task_addrs` in the
-        // parent this process was forked from, and arrived over the pool's private channel.
-        #[allow(unsafe_code)]
-        let call = unsafe { transport::trampoline_at(trampoline) };
-        let n = items.len();
-        let mut entries = Vec::with_capacity(n.min(1024));
-        let mut data: Vec<u8> = Vec::new();
-        let mut last_flush = sys::now_ns();
-        for (k, item) in items.into_iter().enumerate() {
-            let now = status.begin(item.id);
-            // Killed before it began (`StatusPage::doom`): skip it. Claimed for a kill while
-            // it ran (or as it began): the SIGKILL is on its way, so begin no other item.
-            let (outcome, killed) = if status.take_doomed(item.id) {
-                scratch.clear();
-                (Outcome::Skipped, status.end())
-            } else {
-                let outcome = binding.run_task(|| call(func, item.arg, &mut scratch));
-                let killed = status.end();
-                status.take_doomed(item.id); // (a mark that came too late: drop it)
-                (outcome, killed)
-            };
-            data.extend_from_slice(&scratch);
-            entries.push(ResultEntry {
-                id: item.id,
-                outcome,
-                len: scratch.len(),
-            });
-            if scratch.capacity() > SCRATCH_KEEP {
-                scratch = Vec::new(); // do not keep a huge result's buffer around
-            }
-            done += 1;
-            let quota_hit = setup.max_tasks.is_some_and(|m| done >= m);
-            if k + 1 == n || quota_hit || killed || now.saturating_sub(last_flush) >= FLUSH_EVERY_NS
-            {
-                let msg = FromWorker::Results {
-                    entries: std::mem::take(&mut entries),
-                    data: ByteBuf::from(std::mem::take(&mut data)),
-                };
-                if tx.send(msg).is_err() {
-                    return 0;
-                }
-                last_flush = sys::now_ns();
-            }
-            if quota_hit || killed {
-                // (killed: the parent re-queues the items after this one.)
+        if !status.gate_begin(batch.seq) {
+            continue; // withdrawn by the parent: another worker runs it
+        }
+        match run_batch(
+            &rt,
+            setup,
+            &batch,
+            status,
+            &mut done,
+            &mut scratch,
+            &mut pending,
+            tx,
+        ) {
+            Step::Continue => {}
+            Step::Exit => {
                 // Shared-memory handles in the results name this process's fds: stay until
                 // the parent has mapped them (at once when there are none).
-                poolrun_core::shm::wait_pins_released(std::time::Duration::from_secs(5));
+                poolrun_core::shm::wait_pins_released(Duration::from_secs(5));
                 return 0;
             }
+            Step::ParentGone => return 0,
         }
     }
+}
+
+enum Step {
+    Continue,
+    Exit,
+    ParentGone,
+}
+
+#[allow(clippy::too_many_arguments)]
+fn run_batch(
+    rt: &WorkerRuntime,
+    setup: &WorkerSetup,
+    batch: &RunBatch,
+    status: &StatusPage,
+    done: &mut usize,
+    scratch: &mut Vec<u8>,
+    pending: &mut Pending,
+    tx: &IpcSender<FromWorker>,
+) -> Step {
+    // SAFETY: invariant T1 (transport.rs): the address was made by `task_addrs` in the
+    // parent this process was forked from, and arrived over the pool's private channel.
+    #[allow(unsafe_code)]
+    let call = unsafe { transport::trampoline_at(batch.trampoline) };
+    let n = batch.items.len();
+    let mut last_flush = sys::now_ns();
+    for (k, &(id, data)) in batch.items.iter().enumerate() {
+        let now = status.begin(id); // W1
+        let (outcome, killed) = if status.take_mark(id) {
+            // W2: killed before it began.
+            scratch.clear();
+            (Outcome::Skipped, status.end())
+        } else {
+            let outcome = match payload(&batch.body, &batch.large, data) {
+                Some(arg) => call(rt, batch.func, arg, scratch),
+                None => {
+                    let e = TaskError::Codec("the argument's bytes are missing".into());
+                    *scratch = codec::encode(&e).unwrap_or_default();
+                    Outcome::Err
+                }
+            };
+            let killed = status.end(); // W4
+            status.take_mark(id); // (a mark that came too late: drop it)
+            (outcome, killed)
+        };
+        pending.push(id, outcome, scratch);
+        if scratch.capacity() > SCRATCH_KEEP {
+            *scratch = Vec::new(); // do not keep a huge result's buffer around
+        }
+        *done += 1;
+        let quota_hit = setup.max_tasks.is_some_and(|m| *done >= m);
+        if k + 1 == n
+            || quota_hit
+            || killed
+            || pending.full()
+            || now.saturating_sub(last_flush) >= FLUSH_EVERY_NS
+        {
+            if !pending.flush(tx) {
+                return Step::ParentGone;
+            }
+            last_flush = sys::now_ns();
+        }
+        if quota_hit || killed {
+            // (killed: the parent re-queues the items after this one.)
+            return Step::Exit;
+        }
+    }
+    Step::Continue
 }

@@ -2,8 +2,10 @@
 //! [`Executor`](poolrun_core::Executor) API as the thread pool.
 //!
 //! - Tasks travel as a plain `fn` pointer (valid in a forked child of the same image) plus a
-//!   postcard-encoded argument over `ipc-channel`; results come back the same way and
-//!   complete the futures in a parent thread.
+//!   postcard-encoded argument over `ipc-channel`; big payloads in memfds beside the
+//!   message. Results come back the same way and complete the futures in a parent thread.
+//! - One scheduler owns all dispatch state; an idle worker takes back a batch handed ahead
+//!   to a busy one, so no task waits behind a long one while a worker idles.
 //! - Crash isolation: a worker that dies fails only the task it was running
 //!   ([`TaskError::WorkerDied`](poolrun_core::TaskError::WorkerDied)); the pool reaps it by
 //!   pid and forks a replacement. A respawn storm is stopped by a restart-intensity limit.
@@ -11,18 +13,27 @@
 //!   and dies with the parent, even on SIGKILL (`PR_SET_PDEATHSIG` from a long-lived
 //!   spawner thread plus a lifeline pipe).
 //!
-//! The fork protocol, the fork-safety rules and what happens on each kind of death are in
-//! this crate's `README.md`.
+//! The fork protocol, the fork-safety rules, the dispatch rules and what happens on each
+//! kind of death are in this crate's `README.md`. Files: `pool.rs` (the handle, shared
+//! state), `scheduler.rs` (dispatch, no I/O), `link.rs` (sending to one worker),
+//! `collector.rs` (one worker's life in the parent), `item.rs` (tasks and batches),
+//! `transport.rs` (messages, fn-pointer transport), `spawn.rs` (the spawner thread, fork),
+//! `child.rs` (the worker process), `status.rs` (the shared status page), `exitwatch.rs`
+//! (pidfd exit watcher), `sys.rs` (raw OS calls).
 
 #![warn(missing_docs)]
 #![deny(unsafe_code)]
 
+mod child;
+mod collector;
+mod exitwatch;
+mod item;
+mod link;
 mod pool;
-mod queue;
-mod slot;
+mod scheduler;
 mod spawn;
+mod status;
 mod sys;
 mod transport;
-mod worker;
 
 pub use pool::ProcessPool;

@@ -1,23 +1,29 @@
-//! [`ProcessPool`]: the public pool, its shared state and its lifecycle (build, submit, map,
-//! shutdown, drop).
+//! [`ProcessPool`]: the public handle and its lifecycle (build, submit, shutdown, drop), and
+//! [`PoolShared`], what the handle, the collectors and the futures' kill route share: the
+//! scheduler behind its lock, the worker set-up, the restart-intensity counters.
 
 use std::collections::VecDeque;
 use std::fmt;
-use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
-use std::sync::{Arc, Condvar, Mutex, Weak};
-use std::thread::JoinHandle;
-use std::time::{Duration, Instant};
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard, Weak};
+use std::time::Duration;
 
+use poolrun_core::backend::{
+    default_window, task_pair, BatchSubmit, Dispatch, ErasedPromise, InitReport, KillRoute, Route,
+    ThreadSet,
+};
 use poolrun_core::{
-    codec, default_window, task_pair_routed, BatchSubmit, Executor, KillRoute, Mode, Payload,
-    PoolConfig, PoolError, RouteId, TaskError, TaskFuture,
+    codec, Deadline, Executor, Mode, Payload, PoolConfig, PoolError, TaskError, TaskFuture,
 };
 
-use crate::queue::{Item, Job, Queue, Rejected};
-use crate::slot::{self, Slot};
-use crate::spawn::{self, WorkerSetup};
+use crate::child::WorkerSetup;
+use crate::collector;
+use crate::item::{self, Batch, Item};
+use crate::link::Link;
+use crate::scheduler::{Action, Scheduler, WorkerLink};
+use crate::spawn;
 use crate::sys;
-use crate::transport;
+use crate::transport::{self, Arg};
 
 /// More than this many workers in a row dying before they became ready breaks the pool
 /// (the restart-intensity limit; an OTP supervisor's `intensity`).
@@ -28,47 +34,62 @@ const UNSAFE_FORK_LIMIT: usize = 50;
 /// How long a daemon pool's drop waits for its threads after killing the workers.
 const DROP_JOIN_LIMIT: Duration = Duration::from_secs(10);
 
-/// How many chunks a process-mode `map` keeps in flight: at least 16, so that with small
-/// chunks the queue never runs dry between the consumer's wake-ups (each chunk is a message
-/// round trip). Still a fixed bound: an endless input runs in bounded memory.
-fn map_window(workers: usize) -> usize {
-    default_window(workers).max(16)
-}
-
-/// State shared by the pool handle, its slot threads and its `map` iterators.
-pub(crate) struct Shared {
-    /// Every future's way to `kill` its running task: a [`Killer`] (holding only a weak
-    /// reference back, so queued items never keep the pool alive), registered.
-    route: RouteId,
-    _killer: Arc<dyn KillRoute>,
-    pub queue: Arc<Queue>,
-    pub slots: Vec<Slot>,
+/// State shared by the pool handle, its collectors and its futures' kill route.
+pub(crate) struct PoolShared {
+    sched: Mutex<Scheduler<Link>>,
     pub setup: Arc<WorkerSetup>,
     pub task_timeout: Option<Duration>,
-    pub max_tasks: Option<usize>,
     /// Workers in a row that died before becoming ready.
     startup_failures: AtomicUsize,
     /// Workers in a row that found the panic machinery locked at fork.
     unsafe_forks: AtomicUsize,
-    /// Where the direct-dispatch scan starts (round robin).
-    next_slot: AtomicUsize,
-    init_reported: AtomicBool,
-    live_threads: Mutex<usize>,
-    threads_done: Condvar,
+    init_report: InitReport,
+    threads: ThreadSet,
+    me: Weak<PoolShared>,
 }
 
-impl Shared {
-    /// The collectors should not fork replacements any more.
-    pub(crate) fn stop_spawning(&self) -> bool {
-        self.queue.is_killing() || self.queue.is_finished() || self.queue.broken().is_some()
+impl PoolShared {
+    pub(crate) fn lock(&self) -> MutexGuard<'_, Scheduler<Link>> {
+        self.sched.lock().unwrap_or_else(|p| p.into_inner())
     }
 
-    /// The slot a direct dispatch tries first.
-    pub(crate) fn next_slot(&self) -> usize {
-        self.next_slot.fetch_add(1, Ordering::Relaxed) % self.slots.len().max(1)
+    /// Run `f` on the scheduler, then dispatch, all under its lock; then, with the lock
+    /// released, send what the scheduler decided (in its order, see `link.rs`) and fail
+    /// what it refused. The one way state changes in this pool.
+    pub(crate) fn with_sched<T>(&self, f: impl FnOnce(&mut Scheduler<Link>) -> T) -> T {
+        let mut s = self.lock();
+        let t = f(&mut s);
+        let mut links: Vec<Arc<Link>> = Vec::new();
+        let mut fails = Vec::new();
+        for a in s.dispatch() {
+            match a {
+                Action::Send(link, msg) => {
+                    link.post(msg);
+                    if !links.iter().any(|l| Arc::ptr_eq(l, &link)) {
+                        links.push(link);
+                    }
+                }
+                Action::Fail(b, e) => fails.push((b, e)),
+            }
+        }
+        drop(s);
+        for l in links {
+            if !l.flush() {
+                // Gone or broken: kill it (if still attached) so its collector replaces it
+                // and re-queues what it held.
+                let s = self.lock();
+                if s.is_attached(&l) {
+                    l.kill();
+                }
+            }
+        }
+        for (b, e) in fails {
+            b.fail_all(&e);
+        }
+        t
     }
 
-    /// A worker got ready (or finished a task): the restart counter starts over.
+    /// A worker got ready (or finished a task): the restart counters start over.
     pub(crate) fn startup_succeeded(&self) {
         if self.startup_failures.load(Ordering::Relaxed) != 0 {
             self.startup_failures.store(0, Ordering::Relaxed);
@@ -90,9 +111,8 @@ impl Shared {
         n
     }
 
-    /// A worker exited because it was forked while the host was inside a panic hook
-    /// (`worker::EXIT_UNSAFE_FORK`). Retried without the restart back-off; only a long run of
-    /// these (the host panicking non-stop) breaks the pool.
+    /// A worker exited because it was forked while the host was inside a panic hook.
+    /// Retried without the restart back-off; only a long run of these breaks the pool.
     pub(crate) fn unsafe_fork(&self) {
         let n = self.unsafe_forks.fetch_add(1, Ordering::SeqCst) + 1;
         if n > UNSAFE_FORK_LIMIT {
@@ -103,60 +123,34 @@ impl Shared {
         }
     }
 
-    /// Give up on the pool: fail every queued and future task with `Broken`.
+    /// Give up on the pool: every queued and later task fails with `Broken`.
     pub(crate) fn break_pool(&self, msg: &str) {
-        let Some(jobs) = self.queue.set_broken(msg) else {
+        let Some(batches) = self.with_sched(|s| s.set_broken(msg)) else {
             return;
         };
         eprintln!("poolrun: process pool broken: {msg}");
         let err = TaskError::Broken(msg.to_string());
-        for s in &self.slots {
-            s.poison(err.clone(), self);
-        }
-        for j in jobs {
-            j.fail_all(&err);
+        for b in batches {
+            b.fail_all(&err);
         }
     }
 
     /// Report an initializer failure once per pool.
     pub(crate) fn report_init_failure(&self, pid: u32, msg: &str) {
-        if !self.init_reported.swap(true, Ordering::SeqCst) {
-            eprintln!(
+        self.init_report.once(|| {
+            format!(
                 "poolrun: worker initializer failed in worker {pid}: {msg}; tasks given to a \
                  worker whose initializer failed fail with TaskError::Initializer (not respawning)"
-            );
-        }
+            )
+        });
     }
 
-    fn thread_exited(&self) {
-        let mut n = self.live_threads.lock().unwrap_or_else(|p| p.into_inner());
-        *n = n.saturating_sub(1);
-        self.threads_done.notify_all();
+    fn route(&self, id: u64) -> Route {
+        let weak: Weak<dyn KillRoute> = self.me.clone();
+        Route::new(weak, id)
     }
 
-    /// Wait until every slot thread has exited; false on timeout.
-    fn wait_threads(&self, deadline: Option<Instant>) -> bool {
-        let mut n = self.live_threads.lock().unwrap_or_else(|p| p.into_inner());
-        while *n > 0 {
-            match deadline {
-                None => n = self.threads_done.wait(n).unwrap_or_else(|p| p.into_inner()),
-                Some(d) => {
-                    let now = Instant::now();
-                    if now >= d {
-                        return false;
-                    }
-                    n = self
-                        .threads_done
-                        .wait_timeout(n, d - now)
-                        .unwrap_or_else(|p| p.into_inner())
-                        .0;
-                }
-            }
-        }
-        true
-    }
-
-    /// Queue one job of `f` over `args`; one future per argument.
+    /// Queue one batch of `f` over `args`; one future per argument.
     fn submit_batch<A: Payload, R: Payload>(
         &self,
         f: fn(A) -> R,
@@ -166,63 +160,69 @@ impl Shared {
         let mut futures = Vec::with_capacity(args.len());
         let mut items = VecDeque::with_capacity(args.len());
         for a in args {
-            let (p, fut) = task_pair_routed::<R>(Some(self.route));
+            let id = item::next_id();
+            let (p, fut) = task_pair::<R>(Some(self.route(id)));
+            // Encoding (and a big argument's copy into its memfd) happens here, in the
+            // submitting thread, outside every lock.
             match codec::encode(&a) {
-                Ok(bytes) => items.push_back(Item::new(&self.queue, bytes, p.into())),
+                Ok(bytes) => {
+                    items.push_back(Item::new(id, Arg::new(bytes), ErasedPromise::from(p)))
+                }
                 Err(e) => p.complete(Err(e)),
             }
             futures.push(fut);
         }
-        if items.is_empty() {
-            return futures;
-        }
-        let mut job = Job {
-            trampoline,
-            func,
-            items,
-        };
-        if !self.queue.is_closed() {
-            match slot::try_direct(self, job) {
-                Ok(()) => return futures,
-                Err(j) => job = j,
+        if !items.is_empty() {
+            let batch = Batch {
+                trampoline,
+                func,
+                items,
+            };
+            if let Err((b, e)) = self.with_sched(|s| s.push(batch)) {
+                b.fail_all(&e);
             }
-        }
-        match self.queue.push(job) {
-            Ok(()) => {}
-            Err(Rejected::Closed(job)) => job.fail_all(&TaskError::Shutdown),
-            Err(Rejected::Broken(job, msg)) => job.fail_all(&TaskError::Broken(msg)),
         }
         futures
     }
-}
 
-/// The [`KillRoute`] of a pool's futures.
-struct Killer(Weak<Shared>);
+    /// Stop accepting work; with `cancel_pending`, cancel what has not started (items put
+    /// back after a crash have started: they stay queued and run).
+    fn close(&self, cancel_pending: bool) {
+        let batches = self.with_sched(|s| s.close(cancel_pending));
+        let mut keep = Vec::new();
+        for mut b in batches {
+            let items = std::mem::take(&mut b.items);
+            b.items = items.into_iter().filter(|it| !it.cancel()).collect();
+            if !b.items.is_empty() {
+                keep.push(b);
+            }
+        }
+        if !keep.is_empty() {
+            for (b, e) in self.with_sched(|s| s.requeue_front(keep)) {
+                b.fail_all(&e);
+            }
+        }
+    }
 
-impl KillRoute for Killer {
-    fn kill(&self, key: usize) {
-        if let Some(shared) = self.0.upgrade() {
-            for slot in &shared.slots {
-                if slot.kill_item(key) {
-                    break;
+    /// Daemon teardown: cancel what is queued, kill every worker now; running tasks fail
+    /// with [`TaskError::Shutdown`] (their collectors do that).
+    fn kill(&self) {
+        let batches = self.with_sched(|s| s.kill_all());
+        for b in batches {
+            for it in b.items {
+                if !it.cancel() {
+                    it.fail(TaskError::Shutdown);
                 }
             }
         }
     }
 }
 
-thread_local! {
-    /// The pool (its `Shared` address) whose slot thread this is, 0 elsewhere. A pool
-    /// dropped or shut down from its own thread (a done-callback runs on a collector) must
-    /// not wait for that thread to finish.
-    static OWN_POOL: std::cell::Cell<usize> = const { std::cell::Cell::new(0) };
-}
-
-/// Decrements the live-thread count when a slot thread ends, however it ends.
-struct ThreadGuard(Arc<Shared>);
-impl Drop for ThreadGuard {
-    fn drop(&mut self) {
-        self.0.thread_exited();
+impl KillRoute for PoolShared {
+    fn kill(&self, task: u64) {
+        // Under the scheduler lock: the worker found holding it is attached, so its pid is
+        // not reaped (F3) when `kill_item` signals it.
+        self.lock().kill_item(task);
     }
 }
 
@@ -247,8 +247,7 @@ impl Drop for ThreadGuard {
 /// assert_eq!(v[9], 81);
 /// ```
 pub struct ProcessPool {
-    shared: Arc<Shared>,
-    threads: Mutex<Vec<JoinHandle<()>>>,
+    shared: Arc<PoolShared>,
     workers: usize,
     daemon: bool,
 }
@@ -258,7 +257,7 @@ impl fmt::Debug for ProcessPool {
         f.debug_struct("ProcessPool")
             .field("workers", &self.workers)
             .field("daemon", &self.daemon)
-            .field("queue", &self.shared.queue)
+            .field("pending", &self.pending())
             .finish()
     }
 }
@@ -267,9 +266,9 @@ impl ProcessPool {
     /// Fork `cfg.workers` worker processes and start the pool. Returns once every worker
     /// is forked (its initializer may still be running).
     ///
-    /// Errors: [`PoolError::InvalidConfig`] for a bad config, [`PoolError::Spawn`] if a
-    /// worker or a pool thread could not be started (every worker already forked is then
-    /// killed and reaped).
+    /// Errors: [`PoolError::InvalidConfig`] for a bad config; [`PoolError::Io`] if a fork,
+    /// a channel or a pool thread could not be made; [`PoolError::Spawn`] inside a pool
+    /// worker or a foreign fork. Every worker already forked is then killed and reaped.
     pub fn new(cfg: PoolConfig) -> Result<ProcessPool, PoolError> {
         cfg.validate()?;
         let n = cfg.get_workers();
@@ -293,174 +292,83 @@ impl ProcessPool {
                 sys::kill_worker(h.pid);
                 sys::reap(h.pid, Duration::ZERO);
             }
-            return Err(PoolError::Spawn(e));
+            return Err(e);
         }
-        let shared = Arc::new_cyclic(|me| {
-            let killer: Arc<dyn KillRoute> = Arc::new(Killer(me.clone()));
-            Shared {
-                route: RouteId::register(&killer),
-                _killer: killer,
-                queue: Arc::new(Queue::default()),
-                slots: (0..n).map(|_| Slot::default()).collect(),
-                setup,
-                task_timeout: cfg.get_task_timeout(),
-                max_tasks: cfg.get_max_tasks_per_child(),
-                startup_failures: AtomicUsize::new(0),
-                unsafe_forks: AtomicUsize::new(0),
-                next_slot: AtomicUsize::new(0),
-                init_reported: AtomicBool::new(false),
-                live_threads: Mutex::new(0),
-                threads_done: Condvar::new(),
-            }
+        let shared = Arc::new_cyclic(|me| PoolShared {
+            sched: Mutex::new(Scheduler::new(n, cfg.get_max_tasks_per_child())),
+            setup,
+            task_timeout: cfg.get_task_timeout(),
+            startup_failures: AtomicUsize::new(0),
+            unsafe_forks: AtomicUsize::new(0),
+            init_report: InitReport::default(),
+            threads: ThreadSet::new(),
+            me: me.clone(),
         });
         let pool = ProcessPool {
             shared: shared.clone(),
-            threads: Mutex::new(Vec::with_capacity(2 * n)),
             workers: n,
             daemon: cfg.get_daemon(),
         };
-        for (slot, h) in shared.slots.iter().zip(&handles) {
-            slot.install(h, &shared);
-        }
-        let mut handles = handles.into_iter();
+        // Attach every first worker before returning (so `worker_pids` and dispatch see them
+        // at once), then give each its collector.
+        let mut started = handles
+            .into_iter()
+            .enumerate()
+            .map(|(idx, h)| collector::attach(&shared, idx, h))
+            .collect::<Vec<_>>()
+            .into_iter();
         for idx in 0..n {
-            let first = handles.next();
-            let first_pid = first.as_ref().map(|h| h.pid);
-            let r = pool
-                .start_thread(format!("poolrun-collect-{idx}"), {
-                    let shared = shared.clone();
-                    move || slot::collector(shared, idx, first)
-                })
-                .and_then(|()| {
-                    pool.start_thread(format!("poolrun-feed-{idx}"), {
-                        let shared = shared.clone();
-                        move || slot::feeder(shared, idx)
-                    })
+            // The worker is handed over only once the thread runs: if it cannot start, the
+            // worker is still ours to kill and reap here.
+            let (give, take) = crossbeam_channel::bounded(1);
+            let s2 = shared.clone();
+            let r = shared
+                .threads
+                .spawn(format!("poolrun-collect-{idx}"), move || {
+                    collector::collector(s2, idx, take.recv().ok().flatten())
                 });
             if let Err(e) = r {
-                // The collector that would own this worker did not start: kill and reap it
-                // here; the pool's drop kills the rest.
-                if let (Some(pid), true) = (first_pid, pool.threads_len() <= 2 * idx) {
-                    sys::kill_worker(pid);
-                    sys::reap(pid, Duration::ZERO);
+                for w in started {
+                    w.abandon(&shared);
                 }
-                for h in handles {
-                    sys::kill_worker(h.pid);
-                    sys::reap(h.pid, Duration::ZERO);
-                }
-                return Err(PoolError::Spawn(format!("cannot start a pool thread: {e}")));
+                drop(pool); // kills the attached workers; their collectors reap them
+                return Err(PoolError::os("spawn a collector thread", e));
             }
+            let _ = give.send(started.next());
         }
         Ok(pool)
     }
 
-    fn threads_len(&self) -> usize {
-        self.threads.lock().unwrap_or_else(|p| p.into_inner()).len()
-    }
-
-    fn start_thread(
-        &self,
-        name: String,
-        body: impl FnOnce() + Send + 'static,
-    ) -> std::io::Result<()> {
-        {
-            let mut n = self
-                .shared
-                .live_threads
-                .lock()
-                .unwrap_or_else(|p| p.into_inner());
-            *n += 1;
-        }
-        let guard = ThreadGuard(self.shared.clone());
-        let me = Arc::as_ptr(&self.shared) as usize;
-        let r = std::thread::Builder::new().name(name).spawn(move || {
-            let _guard = guard;
-            OWN_POOL.with(|p| p.set(me));
-            body();
-        });
-        match r {
-            Ok(h) => {
-                self.threads
-                    .lock()
-                    .unwrap_or_else(|p| p.into_inner())
-                    .push(h);
-                Ok(())
-            }
-            // The closure (and the guard inside it) was dropped: the count is back.
-            Err(e) => Err(e),
-        }
-    }
-
     /// The pids of the worker processes alive right now (for diagnostics and tests).
     pub fn worker_pids(&self) -> Vec<u32> {
-        self.shared
-            .slots
-            .iter()
-            .filter_map(|s| s.lock().conn.as_ref().map(|c| c.pid.as_raw()))
-            .filter_map(|p| u32::try_from(p).ok())
-            .collect()
+        self.shared.lock().pids()
     }
 
     /// Tasks submitted and not yet finished (queued or running).
     pub fn pending(&self) -> usize {
-        self.shared.queue.outstanding()
+        self.shared.lock().pending()
     }
 
-    fn close(&self, cancel_pending: bool) {
-        let jobs = self.shared.queue.close(cancel_pending);
-        // Cancel what has not started; items already started (put back after a crash)
-        // stay queued and run.
-        let mut keep = Vec::new();
-        for mut job in jobs {
-            let items = std::mem::take(&mut job.items);
-            for it in items {
-                if !it.cancel() {
-                    job.items.push_back(it);
-                }
-            }
-            if !job.items.is_empty() {
-                keep.push(job);
-            }
-        }
-        if let Some((jobs, msg)) = self.shared.queue.push_front(keep) {
-            for j in jobs {
-                j.fail_all(&TaskError::Broken(msg.clone()));
-            }
-        }
-        self.shared.queue.wake_all();
+    /// Tasks queued and not yet handed to a worker.
+    pub fn queued(&self) -> usize {
+        self.shared.lock().queued()
     }
 
-    /// Daemon teardown: cancel queued work, kill every worker now; running tasks fail with
-    /// [`TaskError::Shutdown`].
-    fn kill(&self) {
-        let jobs = self.shared.queue.kill();
-        for job in jobs {
-            for it in job.items {
-                if !it.cancel() {
-                    it.fail(TaskError::Shutdown);
-                }
-            }
-        }
-        for s in &self.shared.slots {
-            s.kill_worker();
-            s.notify();
-        }
+    fn join(&self, deadline: Deadline) -> bool {
+        self.shared.threads.join_until(deadline)
+    }
+}
+
+impl Dispatch for ProcessPool {
+    fn batch_submitter<A: Payload, R: Payload>(&self, f: fn(A) -> R) -> BatchSubmit<A, R> {
+        let shared = self.shared.clone();
+        Box::new(move |items| shared.submit_batch(f, items))
     }
 
-    fn join(&self, deadline: Option<Instant>) -> bool {
-        if OWN_POOL.with(|p| p.get()) == Arc::as_ptr(&self.shared) as usize {
-            // Called from one of this pool's own threads (a done-callback): it cannot wait
-            // for itself. The threads finish on their own; nothing is left unreaped.
-            return false;
-        }
-        if !self.shared.wait_threads(deadline) {
-            return false;
-        }
-        let handles = std::mem::take(&mut *self.threads.lock().unwrap_or_else(|p| p.into_inner()));
-        for h in handles {
-            let _ = h.join();
-        }
-        true
+    /// At least 16 chunks: with small chunks the queue never runs dry between the
+    /// consumer's wake-ups. Still a fixed bound: an endless input runs in bounded memory.
+    fn map_window(&self) -> usize {
+        default_window(self.workers).max(16)
     }
 }
 
@@ -472,25 +380,16 @@ impl Executor for ProcessPool {
         }
     }
 
-    fn batch_submitter<A: Payload, R: Payload>(&self, f: fn(A) -> R) -> BatchSubmit<A, R> {
-        let shared = self.shared.clone();
-        Box::new(move |items| shared.submit_batch(f, items))
-    }
-
-    fn map_window(&self) -> usize {
-        map_window(self.workers)
-    }
-
     fn shutdown(&self, wait: bool, cancel_pending: bool) {
-        self.close(cancel_pending);
+        self.shared.close(cancel_pending);
         if wait {
-            self.join(None);
+            self.join(Deadline::NEVER);
         }
     }
 
     fn shutdown_timeout(&self, cancel_pending: bool, timeout: Duration) -> bool {
-        self.close(cancel_pending);
-        self.join(Instant::now().checked_add(timeout))
+        self.shared.close(cancel_pending);
+        self.join(Deadline::after(Some(timeout)))
     }
 
     fn workers(&self) -> usize {
@@ -505,9 +404,9 @@ impl Executor for ProcessPool {
 impl Drop for ProcessPool {
     fn drop(&mut self) {
         if self.daemon {
-            self.kill();
-            let own_thread = OWN_POOL.with(|p| p.get()) == Arc::as_ptr(&self.shared) as usize;
-            if !self.join(Instant::now().checked_add(DROP_JOIN_LIMIT)) && !own_thread {
+            self.shared.kill();
+            let own = self.shared.threads.contains_current();
+            if !self.join(Deadline::after(Some(DROP_JOIN_LIMIT))) && !own {
                 eprintln!(
                     "poolrun: process pool threads did not finish within {DROP_JOIN_LIMIT:?} \
                      (a done-callback still running?); leaving them to finish"

@@ -14,25 +14,15 @@ use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
 use std::sync::{Arc, Mutex, OnceLock};
 
 use crossbeam_channel::{bounded, unbounded, Sender};
-use ipc_channel::ipc::{self, IpcBytesReceiver, IpcBytesSender, IpcReceiver, IpcSender};
+use ipc_channel::ipc::{self, IpcReceiver, IpcSender};
 use nix::unistd::Pid;
 
-use poolrun_core::{GilMode, Initializer};
+use poolrun_core::PoolError;
 
-use crate::sys::{self, Forked, StatusPage};
-use crate::transport::FromWorker;
-use crate::worker;
-
-/// What a worker needs to know; shared by every worker of one pool.
-#[derive(Debug)]
-pub(crate) struct WorkerSetup {
-    /// Runs once before the first task.
-    pub initializer: Option<Initializer>,
-    /// Each worker gets its own GIL when `On`.
-    pub gil: GilMode,
-    /// Exit cleanly after this many tasks.
-    pub max_tasks: Option<usize>,
-}
+use crate::child::{self, WorkerSetup};
+use crate::status::StatusPage;
+use crate::sys::{self, Forked};
+use crate::transport::{FromWorker, ToWorker};
 
 /// The parent's side of one live worker. Dropping it closes the lifeline (the worker, if it
 /// is still alive, then exits) and the channels; the pid must have been reaped by then.
@@ -40,12 +30,13 @@ pub(crate) struct WorkerHandle {
     /// The worker's pid (= its process group id).
     pub pid: Pid,
     /// Tasks to the worker.
-    pub tx: IpcBytesSender,
+    pub tx: IpcSender<ToWorker>,
     /// Results from the worker.
     pub rx: IpcReceiver<FromWorker>,
     /// What it is running (shared with the slot, for `kill`).
     pub status: Arc<StatusPage>,
-    _lifeline: Lifeline,
+    /// Closing it tells the worker the parent is gone.
+    pub lifeline: Lifeline,
 }
 
 impl fmt::Debug for WorkerHandle {
@@ -63,7 +54,7 @@ impl fmt::Debug for WorkerHandle {
 static REGISTRY: Mutex<BTreeSet<RawFd>> = Mutex::new(BTreeSet::new());
 
 /// The parent's write end of a lifeline, registered while open.
-struct Lifeline(Option<OwnedFd>);
+pub(crate) struct Lifeline(Option<OwnedFd>);
 
 impl Drop for Lifeline {
     fn drop(&mut self) {
@@ -78,7 +69,7 @@ impl Drop for Lifeline {
 struct Request {
     setup: Arc<WorkerSetup>,
     count: usize,
-    reply: Sender<Result<WorkerHandle, String>>,
+    reply: Sender<Result<WorkerHandle, PoolError>>,
 }
 
 /// Set in every worker process: a worker may not start pools of its own (its copy of the
@@ -89,19 +80,21 @@ static IN_WORKER: AtomicBool = AtomicBool::new(false);
 /// The pid of the process whose spawner thread `SPAWNER` talks to.
 static SPAWNER_PID: AtomicU32 = AtomicU32::new(0);
 
-fn spawner() -> Result<&'static Sender<Request>, String> {
+fn spawner() -> Result<&'static Sender<Request>, PoolError> {
     static SPAWNER: OnceLock<Result<Sender<Request>, String>> = OnceLock::new();
     if IN_WORKER.load(Ordering::Relaxed) {
-        return Err("a process pool cannot be created inside a pool worker process".into());
+        return Err(PoolError::Spawn(
+            "a process pool cannot be created inside a pool worker process".into(),
+        ));
     }
     let owner = SPAWNER_PID.load(Ordering::SeqCst);
     if owner != 0 && owner != std::process::id() {
         // This process is a fork (made by someone else) of the one that started the
         // spawner thread: the thread does not exist here, and waiting on it would hang.
-        return Err(format!(
+        return Err(PoolError::Spawn(format!(
             "this process was forked from process {owner} after it used a process pool; \
              create process pools before forking, or in the original process"
-        ));
+        )));
     }
     SPAWNER
         .get_or_init(|| {
@@ -127,15 +120,24 @@ fn spawner() -> Result<&'static Sender<Request>, String> {
                 .map_err(|e| format!("cannot start the spawner thread: {e}"))
         })
         .as_ref()
-        .map_err(|e| e.clone())
+        .map_err(|e| PoolError::Spawn(e.clone()))
 }
 
 /// Fork `count` workers (through the spawner thread). Each result is one worker or why it
 /// could not be made.
-pub(crate) fn spawn(setup: &Arc<WorkerSetup>, count: usize) -> Vec<Result<WorkerHandle, String>> {
+pub(crate) fn spawn(
+    setup: &Arc<WorkerSetup>,
+    count: usize,
+) -> Vec<Result<WorkerHandle, PoolError>> {
+    let gone = || PoolError::Spawn("the spawner thread is gone".to_string());
     let sp = match spawner() {
         Ok(s) => s,
-        Err(e) => return (0..count).map(|_| Err(e.clone())).collect(),
+        Err(PoolError::Spawn(m)) => {
+            return (0..count)
+                .map(|_| Err(PoolError::Spawn(m.clone())))
+                .collect()
+        }
+        Err(e) => return vec![Err(e)],
     };
     let (reply, results) = bounded(count.max(1));
     let req = Request {
@@ -144,27 +146,27 @@ pub(crate) fn spawn(setup: &Arc<WorkerSetup>, count: usize) -> Vec<Result<Worker
         reply,
     };
     if sp.send(req).is_err() {
-        return (0..count)
-            .map(|_| Err("the spawner thread is gone".to_string()))
-            .collect();
+        return (0..count).map(|_| Err(gone())).collect();
     }
     let mut out = Vec::with_capacity(count);
     for _ in 0..count {
         match results.recv() {
             Ok(r) => out.push(r),
-            Err(_) => out.push(Err("the spawner thread is gone".to_string())),
+            Err(_) => out.push(Err(gone())),
         }
     }
     out
 }
 
 /// Fork one worker. Runs on the spawner thread only (invariant F1 in `sys.rs`).
-fn spawn_one(setup: &Arc<WorkerSetup>) -> Result<WorkerHandle, String> {
-    let (task_tx, task_rx) = ipc::bytes_channel().map_err(|e| format!("task channel: {e}"))?;
-    let (res_tx, res_rx) =
-        ipc::channel::<FromWorker>().map_err(|e| format!("result channel: {e}"))?;
-    let status = StatusPage::new().map_err(|e| format!("status page: {e}"))?;
-    let (life_r, life_w) = sys::lifeline().map_err(|e| format!("lifeline pipe: {e}"))?;
+fn spawn_one(setup: &Arc<WorkerSetup>) -> Result<WorkerHandle, PoolError> {
+    let (task_tx, task_rx) =
+        ipc::channel::<ToWorker>().map_err(|e| PoolError::os("socketpair (task channel)", e))?;
+    let (res_tx, res_rx) = ipc::channel::<FromWorker>()
+        .map_err(|e| PoolError::os("socketpair (result channel)", e))?;
+    let status = StatusPage::new().map_err(|e| PoolError::os("mmap (status page)", e.into()))?;
+    let (life_r, life_w) =
+        sys::lifeline().map_err(|e| PoolError::os("pipe (lifeline)", e.into()))?;
 
     let mut reg = REGISTRY.lock().unwrap_or_else(|p| p.into_inner());
     let foreign: Vec<RawFd> = reg.iter().copied().collect();
@@ -181,7 +183,7 @@ fn spawn_one(setup: &Arc<WorkerSetup>) -> Result<WorkerHandle, String> {
     drop(err);
     drop(out);
     match forked {
-        Err(e) => Err(format!("fork: {e}")),
+        Err(e) => Err(PoolError::os("fork", e.into())),
         Ok(Forked::Child) => {
             drop(reg);
             // Drop the parent's ends of our own channels and lifeline at once (ipc-channel
@@ -189,7 +191,8 @@ fn spawn_one(setup: &Arc<WorkerSetup>) -> Result<WorkerHandle, String> {
             drop(task_tx);
             drop(res_rx);
             drop(life_w);
-            child_main(parent, &foreign, setup, task_rx, res_tx, status, life_r)
+            IN_WORKER.store(true, Ordering::Relaxed);
+            child::child_main(parent, &foreign, setup, task_rx, res_tx, status, life_r)
         }
         Ok(Forked::Parent(pid)) => {
             sys::set_group(pid);
@@ -204,31 +207,8 @@ fn spawn_one(setup: &Arc<WorkerSetup>) -> Result<WorkerHandle, String> {
                 tx: task_tx,
                 rx: res_rx,
                 status: Arc::new(status),
-                _lifeline: Lifeline(Some(life_w)),
+                lifeline: Lifeline(Some(life_w)),
             })
         }
     }
-}
-
-/// The worker process's entry point: never returns, never unwinds (invariant F1).
-fn child_main(
-    parent: Pid,
-    foreign: &[RawFd],
-    setup: &WorkerSetup,
-    rx: IpcBytesReceiver,
-    tx: IpcSender<FromWorker>,
-    status: StatusPage,
-    lifeline: OwnedFd,
-) -> ! {
-    IN_WORKER.store(true, Ordering::Relaxed);
-    let code = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
-        if !sys::child_setup(parent, foreign) {
-            return 1;
-        }
-        sys::start_watchdog(lifeline);
-        worker::install_panic_hook();
-        worker::main_loop(setup, &rx, &tx, &status)
-    }))
-    .unwrap_or(101);
-    sys::exit_now(code)
 }

@@ -1,55 +1,216 @@
 //! What travels between the parent and a worker, and the fn-pointer transport.
 //!
-//! Parent → worker, on an `ipc-channel` *bytes* channel: one [`ToWorker`] per message,
-//! encoded with poolrun's `codec` (postcard) and decoded in the worker **borrowing** the
-//! argument bytes from the received buffer (no copy). Worker → parent, on a typed
-//! `ipc-channel` channel: [`FromWorker`].
+//! Both directions are typed `ipc-channel` channels ([`ToWorker`], [`FromWorker`]).
 //!
-//! ## The fn-pointer transport invariant (T1)
+//! ## No message ever blocks its sender on a dead peer (invariant T2)
+//! ipc-channel sends a message larger than its socket buffer in fragments over a dedicated
+//! socket whose receiving end the sender holds until the send completes. A worker forked
+//! meanwhile inherits that end; if the intended receiver then dies, the socket stays open
+//! and the sender blocks forever (a real hang: a `map` of 4 MiB arguments to a crashing
+//! task). So no message here carries more than [`INLINE_MAX`] bytes inline: a payload over
+//! [`LARGE`] bytes travels in its own memfd ([`IpcSharedMemory`], passed as an fd beside
+//! the message), and a batch whose small payloads add up to more than `INLINE_MAX` packs
+//! them into one. With at most a few unread messages per worker (the scheduler's bound),
+//! every send fits the socket buffer: a send never waits for the receiver.
 //!
-//! A task is sent as two addresses: `func`, the task's `fn(A) -> R`, and `trampoline`, the
-//! address of the monomorphized [`call::<A, R>`]. Every worker is a `fork()` of the process
-//! that produced those addresses, made by this crate (never exec'd), so it maps the same
-//! executable image at the same addresses: an address taken in the parent names the same
-//! function in the worker. The parent only ever sends, over a private socketpair that no other
-//! process can write to, addresses it obtained from real `fn` items with exactly the types
-//! `call::<A, R>` transmutes them back to. (A function in a library `dlopen`ed *after* a worker
-//! was forked would not be mapped in that worker; the worker then crashes and the task fails
-//! with `WorkerDied` — documented in README.md.)
+//! ## The fn-pointer transport (invariant T1)
+//! A batch names its task by two addresses: `func`, the task's `fn(A) -> R`, and
+//! `trampoline`, the monomorphized [`call::<A, R>`]. Every worker is a `fork()` of the
+//! process that produced them, made by this crate (never exec'd), so it maps the same image
+//! at the same addresses. The parent only sends, over a private socketpair no other process
+//! can write to, addresses it took from real `fn` items with exactly the types `call::<A, R>`
+//! transmutes them back to. (A function from a library `dlopen`ed after a worker was forked
+//! is not mapped in that worker; the worker then crashes and the task fails `WorkerDied`.)
 
 #![allow(unsafe_code)]
 
+use std::sync::Arc;
+
+use ipc_channel::ipc::IpcSharedMemory;
 use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
 use serde_bytes::ByteBuf;
 
-use poolrun_core::{codec, panic_message, TaskError};
+use poolrun_core::backend::WorkerRuntime;
+use poolrun_core::{codec, TaskError};
+
+/// The most bytes a message carries inline (T2).
+pub(crate) const INLINE_MAX: usize = 16 * 1024;
+/// A payload larger than this travels in its own memfd (T2).
+pub(crate) const LARGE: usize = 8 * 1024;
+/// The most memfds one message carries (ipc-channel passes at most 64 fds per message).
+pub(crate) const MAX_LARGE_PER_MESSAGE: usize = 32;
+
+/// An encoded task argument, as it is kept until its task is done (it may be sent again
+/// after a worker died) and sent.
+#[derive(Debug)]
+pub(crate) enum Arg {
+    /// Up to [`LARGE`] bytes.
+    Small(Vec<u8>),
+    /// More: already in its own memfd (made by the submitting thread, outside every lock).
+    Large(IpcSharedMemory),
+}
+
+impl Arg {
+    pub(crate) fn new(bytes: Vec<u8>) -> Arg {
+        if bytes.len() > LARGE {
+            Arg::Large(IpcSharedMemory::from_bytes(&bytes))
+        } else {
+            Arg::Small(bytes)
+        }
+    }
+
+    pub(crate) fn len(&self) -> usize {
+        match self {
+            Arg::Small(b) => b.len(),
+            Arg::Large(m) => m.len(),
+        }
+    }
+}
+
+/// Where one payload of a message is: in the message's [`Body`], or in one of its memfds.
+#[derive(Debug, Clone, Copy, Serialize, Deserialize)]
+pub(crate) enum Data {
+    /// `body[at..at + len]`.
+    Inline {
+        /// Offset in the body.
+        at: u32,
+        /// Length.
+        len: u32,
+    },
+    /// The whole of `large[i]`.
+    Large(u32),
+}
+
+/// A message's small payloads, back to back: inline, or packed into one memfd.
+#[derive(Debug, Serialize, Deserialize)]
+pub(crate) enum Body {
+    Inline(ByteBuf),
+    Shared(IpcSharedMemory),
+}
+
+impl Body {
+    fn bytes(&self) -> &[u8] {
+        match self {
+            Body::Inline(b) => b,
+            Body::Shared(m) => m,
+        }
+    }
+}
+
+/// The payloads of one message being built (see T2).
+#[derive(Default)]
+pub(crate) struct Payloads {
+    inline: Vec<u8>,
+    large: Vec<IpcSharedMemory>,
+}
+
+impl Payloads {
+    /// Add bytes; a payload over [`LARGE`] gets its own memfd.
+    pub(crate) fn push(&mut self, bytes: &[u8]) -> Data {
+        if bytes.len() > LARGE {
+            self.push_large(IpcSharedMemory::from_bytes(bytes))
+        } else {
+            let at = self.inline.len();
+            self.inline.extend_from_slice(bytes);
+            Data::Inline {
+                at: u32::try_from(at).unwrap_or(u32::MAX),
+                len: u32::try_from(bytes.len()).unwrap_or(u32::MAX),
+            }
+        }
+    }
+
+    /// Add a payload that is already in a memfd.
+    pub(crate) fn push_large(&mut self, m: IpcSharedMemory) -> Data {
+        self.large.push(m);
+        Data::Large(u32::try_from(self.large.len() - 1).unwrap_or(u32::MAX))
+    }
+
+    /// Inline bytes so far.
+    pub(crate) fn inline_len(&self) -> usize {
+        self.inline.len()
+    }
+
+    /// Memfds so far.
+    pub(crate) fn large_count(&self) -> usize {
+        self.large.len()
+    }
+
+    /// The body (packed into a memfd if the inline part is too big) and the memfds.
+    pub(crate) fn finish(self) -> (Body, Vec<IpcSharedMemory>) {
+        let body = if self.inline.len() > INLINE_MAX {
+            Body::Shared(IpcSharedMemory::from_bytes(&self.inline))
+        } else {
+            Body::Inline(ByteBuf::from(self.inline))
+        };
+        (body, self.large)
+    }
+}
+
+/// Resolve `d` against a received message's body and memfds; `None` if it points outside.
+pub(crate) fn payload<'a>(
+    body: &'a Body,
+    large: &'a [IpcSharedMemory],
+    d: Data,
+) -> Option<&'a [u8]> {
+    match d {
+        Data::Inline { at, len } => {
+            let at = usize::try_from(at).ok()?;
+            let end = at.checked_add(usize::try_from(len).ok()?)?;
+            body.bytes().get(at..end)
+        }
+        Data::Large(i) => large.get(usize::try_from(i).ok()?).map(|m| &m[..]),
+    }
+}
 
 /// A message to a worker.
 #[derive(Debug, Serialize, Deserialize)]
-pub(crate) enum ToWorker<'a> {
-    /// Run these items, in order, with one function.
-    Job {
-        /// Address of `call::<A, R>` (invariant T1).
-        trampoline: usize,
-        /// Address of the task's `fn(A) -> R` (invariant T1).
-        func: usize,
-        /// The items: task id and encoded argument.
-        #[serde(borrow)]
-        items: Vec<WireItem<'a>>,
-    },
+pub(crate) enum ToWorker {
+    /// Run this batch (if the parent has not withdrawn it: see `status.rs`).
+    Run(RunBatch),
     /// Exit cleanly (shutdown).
     Exit,
 }
 
-/// One task of a job.
+/// One batch of items that run one function, in order.
 #[derive(Debug, Serialize, Deserialize)]
-pub(crate) struct WireItem<'a> {
-    /// The pool's id for the task (never 0).
-    pub id: u64,
-    /// The postcard-encoded argument.
-    #[serde(borrow, with = "serde_bytes")]
-    pub arg: &'a [u8],
+pub(crate) struct RunBatch {
+    /// The batch's sequence number on this worker (1, 2, 3… in sending order).
+    pub seq: u64,
+    /// Address of `call::<A, R>` (invariant T1).
+    pub trampoline: usize,
+    /// Address of the task's `fn(A) -> R` (invariant T1).
+    pub func: usize,
+    /// Task id and argument of each item.
+    pub items: Vec<(u64, Data)>,
+    pub body: Body,
+    pub large: Vec<IpcSharedMemory>,
+}
+
+impl RunBatch {
+    /// Build the message for items `(id, argument)`.
+    pub(crate) fn new(seq: u64, trampoline: usize, func: usize, args: &[(u64, Arc<Arg>)]) -> Self {
+        let mut p = Payloads::default();
+        let items = args
+            .iter()
+            .map(|(id, a)| {
+                let d = match &**a {
+                    Arg::Small(b) => p.push(b),
+                    Arg::Large(m) => p.push_large(m.clone()),
+                };
+                (*id, d)
+            })
+            .collect();
+        let (body, large) = p.finish();
+        RunBatch {
+            seq,
+            trampoline,
+            func,
+            items,
+            body,
+            large,
+        }
+    }
 }
 
 /// A message from a worker.
@@ -59,96 +220,91 @@ pub(crate) enum FromWorker {
     Ready,
     /// The initializer failed with this message; the worker exits.
     InitFailed(String),
-    /// Outcomes of finished items, in the order they ran. Their bytes are concatenated in
-    /// `data` (one buffer per message, not one per item); entry `i` owns the next `len`
-    /// bytes.
-    Results {
-        /// One per finished item.
-        entries: Vec<ResultEntry>,
-        /// The encoded results / error messages, back to back.
-        data: ByteBuf,
-    },
+    /// Outcomes of finished items, in the order they ran.
+    Results(Results),
 }
 
-/// One finished item in a [`FromWorker::Results`] message.
+/// Finished items, with their payloads.
+#[derive(Debug, Serialize, Deserialize)]
+pub(crate) struct Results {
+    pub entries: Vec<ResultEntry>,
+    pub body: Body,
+    pub large: Vec<IpcSharedMemory>,
+}
+
+/// One finished item.
 #[derive(Debug, Clone, Copy, Serialize, Deserialize)]
 pub(crate) struct ResultEntry {
     /// The item's task id.
     pub id: u64,
-    /// What its bytes are.
     pub outcome: Outcome,
-    /// How many bytes of `data` are its.
-    pub len: usize,
+    pub data: Data,
 }
 
-/// What an item's bytes in a result message are.
+/// What an item's payload is.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 pub(crate) enum Outcome {
     /// The encoded result.
     Ok,
-    /// The task panicked; the bytes are the message (UTF-8).
-    Panicked,
-    /// The argument did not decode or the result did not encode; the bytes are the message.
-    Codec,
+    /// An encoded [`TaskError`] (a panic, a codec failure).
+    Err,
     /// Not run: the item was killed (`TaskFuture::kill`) before the worker began it.
     Skipped,
 }
 
 impl Outcome {
-    /// The task's outcome from its bytes: `Ok(encoded value)` or the error.
+    /// The task's outcome from its payload: `Ok(encoded value)` or the error.
     pub(crate) fn resolve(self, bytes: &[u8]) -> Result<&[u8], TaskError> {
-        let text = || String::from_utf8_lossy(bytes).into_owned();
         match self {
             Outcome::Ok => Ok(bytes),
-            Outcome::Panicked => Err(TaskError::Panicked { message: text() }),
-            Outcome::Codec => Err(TaskError::Codec(text())),
+            Outcome::Err => Err(codec::decode::<TaskError>(bytes).unwrap_or_else(|e| {
+                TaskError::Codec(format!("an error from the worker did not decode: {e}"))
+            })),
             Outcome::Skipped => Err(TaskError::Cancelled),
         }
     }
 }
 
-/// The signature every trampoline has: run the task at `func` on the encoded argument,
-/// leaving its encoded result (or error message) in `out` (cleared first).
-pub(crate) type Trampoline = fn(usize, &[u8], &mut Vec<u8>) -> Outcome;
+/// Every trampoline's signature: run the task at `func` on the encoded argument, leaving its
+/// encoded result (or encoded error) in `out` (cleared first).
+pub(crate) type Trampoline = fn(&WorkerRuntime, usize, &[u8], &mut Vec<u8>) -> Outcome;
 
-/// Decode `A`, run the task at `func`, encode `R` into `out`; a panic becomes `Panicked`.
-fn call<A: DeserializeOwned, R: Serialize>(func: usize, arg: &[u8], out: &mut Vec<u8>) -> Outcome {
+/// Decode `A`, run the task at `func` through the worker runtime, encode `R` into `out`.
+fn call<A: DeserializeOwned, R: Serialize>(
+    rt: &WorkerRuntime,
+    func: usize,
+    arg: &[u8],
+    out: &mut Vec<u8>,
+) -> Outcome {
     out.clear();
     let a: A = match codec::decode(arg) {
         Ok(a) => a,
-        Err(e) => {
-            out.extend_from_slice(codec_message(e).as_bytes());
-            return Outcome::Codec;
-        }
+        Err(e) => return failed(out, e),
     };
     // SAFETY: invariant T1: `func` was made by `task_addrs::<A, R>` from an `fn(A) -> R` of this
     // very executable image, which the forked worker maps at the same address; this is the
     // matching monomorphization of `call`, so the types agree.
     let f = unsafe { std::mem::transmute::<usize, fn(A) -> R>(func) };
-    match std::panic::catch_unwind(std::panic::AssertUnwindSafe(move || f(a))) {
+    match rt.run_caught(move || f(a)) {
         // `encode_into` appends to (and reuses the capacity of) the buffer it is given.
         Ok(r) => match codec::encode_into(&r, std::mem::take(out)) {
             Ok(b) => {
                 *out = b;
                 Outcome::Ok
             }
-            Err(e) => {
-                out.extend_from_slice(codec_message(e).as_bytes());
-                Outcome::Codec
-            }
+            Err(e) => failed(out, e),
         },
-        Err(p) => {
-            out.extend_from_slice(panic_message(&*p).as_bytes());
-            Outcome::Panicked
-        }
+        Err(Err(init)) => failed(out, TaskError::Initializer(init)),
+        Err(Ok(caught)) => failed(out, caught.into_task_error(TaskError::Shutdown)),
     }
 }
 
-fn codec_message(e: TaskError) -> String {
-    match e {
-        TaskError::Codec(m) => m,
-        other => other.to_string(),
+fn failed(out: &mut Vec<u8>, e: TaskError) -> Outcome {
+    out.clear();
+    if let Ok(b) = codec::encode(&e) {
+        *out = b;
     }
+    Outcome::Err
 }
 
 /// The `(trampoline, func)` addresses that send `f` to a worker (invariant T1).
@@ -171,6 +327,7 @@ pub(crate) unsafe fn trampoline_at(addr: usize) -> Trampoline {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::sync::atomic::AtomicBool;
 
     fn double(x: u32) -> u32 {
         x * 2
@@ -181,41 +338,53 @@ mod tests {
 
     #[test]
     fn trampoline_round_trip_in_process() {
+        let rt = WorkerRuntime::start(None, Arc::new(AtomicBool::new(false)), None);
         let mut out = Vec::new();
         let (t, f) = task_addrs(double);
         // SAFETY: `t` comes from `task_addrs` in this process (invariant T1).
         let t = unsafe { trampoline_at(t) };
         let arg = codec::encode(&21u32).unwrap();
-        assert_eq!(t(f, &arg, &mut out), Outcome::Ok);
+        assert_eq!(t(&rt, f, &arg, &mut out), Outcome::Ok);
         assert_eq!(codec::decode::<u32>(&out).unwrap(), 42);
-        assert_eq!(t(f, &[0xff, 0xff, 0xff], &mut out), Outcome::Codec);
-        assert!(Outcome::Codec.resolve(&out).is_err());
+        assert_eq!(t(&rt, f, &[0xff, 0xff, 0xff], &mut out), Outcome::Err);
+        assert!(matches!(
+            Outcome::Err.resolve(&out),
+            Err(TaskError::Codec(m)) if m.contains("u32")
+        ));
         let (t, f) = task_addrs(boom);
         // SAFETY: as above.
         let t = unsafe { trampoline_at(t) };
-        assert_eq!(t(f, &arg, &mut out), Outcome::Panicked);
-        match Outcome::Panicked.resolve(&out) {
-            Err(TaskError::Panicked { message }) => assert!(message.contains("boom")),
-            other => panic!("unexpected {other:?}"),
-        }
+        assert_eq!(t(&rt, f, &arg, &mut out), Outcome::Err);
+        assert_eq!(
+            Outcome::Err.resolve(&out),
+            Err(TaskError::Panicked {
+                message: "boom".into()
+            })
+        );
     }
 
     #[test]
-    fn job_message_borrows_args() {
-        let arg = vec![7u8; 100];
-        let msg = ToWorker::Job {
-            trampoline: 1,
-            func: 2,
-            items: vec![WireItem { id: 5, arg: &arg }],
-        };
-        let bytes = codec::encode(&msg).unwrap();
-        let back: ToWorker<'_> = postcard::from_bytes(&bytes).unwrap();
-        match back {
-            ToWorker::Job { items, .. } => {
-                assert_eq!(items[0].id, 5);
-                assert_eq!(items[0].arg, &arg[..]);
-            }
-            ToWorker::Exit => panic!("wrong variant"),
-        }
+    fn big_payloads_leave_the_message() {
+        let big = vec![7u8; LARGE + 1];
+        let small = vec![1u8; 100];
+        let args = vec![
+            (1, Arc::new(Arg::new(small.clone()))),
+            (2, Arc::new(Arg::new(big.clone()))),
+        ];
+        let m = RunBatch::new(1, 0, 0, &args);
+        assert!(matches!(m.body, Body::Inline(ref b) if b.len() == 100));
+        assert_eq!(m.large.len(), 1);
+        assert_eq!(payload(&m.body, &m.large, m.items[0].1), Some(&small[..]));
+        assert_eq!(payload(&m.body, &m.large, m.items[1].1), Some(&big[..]));
+        // Many small payloads are packed into one memfd.
+        let many: Vec<_> = (0..40u64)
+            .map(|i| (i, Arc::new(Arg::new(vec![i as u8; 1000]))))
+            .collect();
+        let m = RunBatch::new(2, 0, 0, &many);
+        assert!(matches!(m.body, Body::Shared(_)));
+        assert_eq!(
+            payload(&m.body, &m.large, m.items[39].1),
+            Some(&[39u8; 1000][..])
+        );
     }
 }

@@ -1,19 +1,22 @@
 //! poolrun-threadpool: [`ThreadPool`], the thread half of poolrun's one API.
 //!
-//! Workers pull jobs from one shared FIFO queue (a crossbeam channel), so a task is *running*
-//! exactly when a worker takes it and everything behind it stays cancellable. Each worker
-//! thread is bound (see [`poolrun_core::gil::WorkerBinding`]) to the pool's emulated GIL (if
-//! `GilMode::On`) and to a stop flag that [`poolrun_core::gil::checkpoint`] watches: that is
-//! how a task that overran `task_timeout` is stopped. Panics are caught per task.
+//! Workers take work from one shared FIFO queue, so a task is *running* exactly when a
+//! worker takes it and everything behind it stays cancellable. Each worker runs its tasks
+//! through poolrun-core's worker runtime (the GIL binding, the initializer once, panics
+//! caught, the kill handshake); a task that is killed or passes `task_timeout` is stopped
+//! at its next `gil::checkpoint()`, and its thread is retired, replaced and detached.
 //!
-//! Files: `pool.rs` (the pool and its lifecycle), `job.rs` (type-erased jobs: one task or a
-//! chunk), `timer.rs` (task deadlines).
+//! Files: `pool.rs` (the handle and its lifecycle), `shared.rs` (the queue, shutdown,
+//! retiring workers, the kill route), `worker.rs` (the worker loop), `work.rs` (one task or
+//! a chunk, and how a task runs), `timer.rs` (task deadlines).
 
 #![warn(missing_docs)]
 #![forbid(unsafe_code)]
 
-mod job;
 mod pool;
+mod shared;
 mod timer;
+mod work;
+mod worker;
 
 pub use pool::ThreadPool;

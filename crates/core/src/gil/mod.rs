@@ -2,7 +2,7 @@
 //! per-thread hooks every worker shares: [`checkpoint`] (the eval breaker) and
 //! [`allow_threads`] (`Py_BEGIN_ALLOW_THREADS`).
 //!
-//! The hand-off follows CPython's `Python/ceval_gil.c` as described in `/work/shared/GIL.md`:
+//! The hand-off follows CPython's `Python/ceval_gil.c` (3.2 and later):
 //! a thread waiting for the GIL sets a *drop request* after one switch interval with no
 //! switch; the holder drops at its next [`checkpoint`] and, with *forced switching*, does not
 //! take it back before another thread had it. See `README.md` in this directory for the

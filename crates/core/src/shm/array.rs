@@ -7,7 +7,7 @@ use std::sync::Arc;
 
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
 
-use super::segment::{Kind, Mapping, Wire};
+use super::segment::{Kind, Mapping};
 use super::ShmError;
 
 /// Element types a [`SharedArray`] can hold: plain values that stay meaningful in another
@@ -207,18 +207,13 @@ impl<T: Copy> fmt::Debug for SharedArray<T> {
 
 impl<T: Plain> Serialize for SharedArray<T> {
     fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
-        self.map
-            .to_wire()
-            .map_err(serde::ser::Error::custom)?
-            .serialize(s)
+        self.map.serialize_handle(s)
     }
 }
 
 impl<'de, T: Plain> Deserialize<'de> for SharedArray<T> {
     fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-        let w = Wire::deserialize(d)?;
-        let map = Mapping::from_wire(&w, Kind::Array, Self::ELEM as u32)
-            .map_err(serde::de::Error::custom)?;
+        let map = Mapping::deserialize_handle(d, Kind::Array, Self::ELEM as u32)?;
         let len = map.data_len().checked_div(Self::ELEM).unwrap_or(0);
         Ok(SharedArray {
             map,

@@ -6,7 +6,7 @@ use std::sync::Arc;
 
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
 
-use super::segment::{Kind, Mapping, Wire};
+use super::segment::{Kind, Mapping};
 use super::ShmError;
 
 /// An immutable byte buffer in shared memory: a `Clone` handle (cloning shares, never
@@ -83,17 +83,13 @@ impl fmt::Debug for SharedBytes {
 
 impl Serialize for SharedBytes {
     fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
-        self.map
-            .to_wire()
-            .map_err(serde::ser::Error::custom)?
-            .serialize(s)
+        self.map.serialize_handle(s)
     }
 }
 
 impl<'de> Deserialize<'de> for SharedBytes {
     fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-        let w = Wire::deserialize(d)?;
-        let map = Mapping::from_wire(&w, Kind::Bytes, 1).map_err(serde::de::Error::custom)?;
+        let map = Mapping::deserialize_handle(d, Kind::Bytes, 1)?;
         Ok(SharedBytes { map })
     }
 }

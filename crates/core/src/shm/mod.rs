@@ -62,6 +62,71 @@ pub enum ShmError {
     Mismatch(String),
 }
 
+/// Why a shared-memory or sync handle could not cross a process boundary, as a task's
+/// [`TaskError::Handle`](crate::TaskError::Handle): a copyable summary of the [`ShmError`]
+/// the handle's encoding or decoding met.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error, serde::Serialize, serde::Deserialize)]
+#[non_exhaustive]
+pub enum HandleError {
+    /// [`ShmError::Gone`]: the segment can no longer be reached (its sender dropped its last
+    /// handle, or died, before this process attached).
+    #[error("shared memory: segment gone: {0}")]
+    Gone(String),
+    /// [`ShmError::Mismatch`]: the handle is not what it is decoded as.
+    #[error("shared memory: handle mismatch: {0}")]
+    Mismatch(String),
+    /// [`ShmError::Os`]: a system call failed.
+    #[error("shared memory: {op} failed: {message}")]
+    Os {
+        /// The call.
+        op: String,
+        /// The errno, if the OS gave one.
+        errno: Option<i32>,
+        /// The OS error's text.
+        message: String,
+    },
+    /// [`ShmError::TooLarge`].
+    #[error("shared memory: {len} bytes is too large")]
+    TooLarge {
+        /// The requested length in bytes.
+        len: usize,
+    },
+}
+
+impl From<&ShmError> for HandleError {
+    fn from(e: &ShmError) -> Self {
+        match e {
+            ShmError::Gone { detail } => HandleError::Gone(detail.clone()),
+            ShmError::Mismatch(m) => HandleError::Mismatch(m.clone()),
+            ShmError::Os { op, source } => HandleError::Os {
+                op: (*op).to_string(),
+                errno: source.raw_os_error(),
+                message: source.to_string(),
+            },
+            ShmError::TooLarge { len } => HandleError::TooLarge { len: *len },
+        }
+    }
+}
+
+thread_local! {
+    /// The last handle error met by a handle's serde impl on this thread, for the codec
+    /// (serde errors only carry text, and postcard drops even that).
+    static LAST_HANDLE_ERROR: std::cell::RefCell<Option<HandleError>> =
+        const { std::cell::RefCell::new(None) };
+}
+
+/// Keep `e` for [`take_handle_error`]; returns it as the serde error's text.
+pub(crate) fn stash_handle_error(e: &ShmError) -> String {
+    LAST_HANDLE_ERROR.with(|c| *c.borrow_mut() = Some(HandleError::from(e)));
+    e.to_string()
+}
+
+/// The handle error stashed on this thread since the last call, if any (the codec calls it
+/// around every encode and decode).
+pub(crate) fn take_handle_error() -> Option<HandleError> {
+    LAST_HANDLE_ERROR.with(|c| c.borrow_mut().take())
+}
+
 /// Number of segments this process keeps alive only because a handle to them was sent and
 /// not yet received (see README, "Lifetime"). For tests and diagnostics.
 pub fn pinned_segments() -> usize {

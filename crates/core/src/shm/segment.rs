@@ -315,6 +315,30 @@ impl Mapping {
 
     /// Encode a handle to this segment for another process, and pin it here until a
     /// receiver attached (see README, "Lifetime").
+    /// Serialize a handle to this segment (`Serialize` of every handle type). A failure is
+    /// kept for the codec as a typed [`HandleError`](super::HandleError).
+    pub(crate) fn serialize_handle<S: serde::Serializer>(
+        self: &Arc<Self>,
+        s: S,
+    ) -> Result<S::Ok, S::Error> {
+        match self.to_wire() {
+            Ok(w) => w.serialize(s),
+            Err(e) => Err(serde::ser::Error::custom(super::stash_handle_error(&e))),
+        }
+    }
+
+    /// Deserialize a handle of `kind` (`Deserialize` of every handle type); see
+    /// [`serialize_handle`](Self::serialize_handle).
+    pub(crate) fn deserialize_handle<'de, D: serde::Deserializer<'de>>(
+        d: D,
+        kind: Kind,
+        elem_size: u32,
+    ) -> Result<Arc<Mapping>, D::Error> {
+        let w = Wire::deserialize(d)?;
+        Mapping::from_wire(&w, kind, elem_size)
+            .map_err(|e| serde::de::Error::custom(super::stash_handle_error(&e)))
+    }
+
     pub(crate) fn to_wire(self: &Arc<Self>) -> Result<Wire, ShmError> {
         // The fd must still be ours: a pool may close inherited fds in a worker.
         match rustix::fs::fstat(&self.fd) {
@@ -568,12 +592,12 @@ fn sweeper() {
 /// Wait until every pin of this process is released (its handles were received) or
 /// `timeout` passes. Returns true if none is left.
 pub(crate) fn wait_pins_released(timeout: Duration) -> bool {
-    let end = Instant::now() + timeout;
+    let end = crate::Deadline::after(Some(timeout));
     loop {
         if sweep().0 == 0 {
             return true;
         }
-        if Instant::now() >= end {
+        if end.passed() {
             return false;
         }
         std::thread::sleep(Duration::from_millis(1));

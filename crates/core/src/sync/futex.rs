@@ -119,30 +119,7 @@ pub(crate) fn wake(word: &AtomicU32, n: u32) {
     let _ = futex::wake(word, futex::Flags::empty(), n.min(i32::MAX as u32));
 }
 
-/// A deadline from an optional timeout (`None` = forever).
-#[derive(Debug, Clone, Copy)]
-pub(crate) struct Deadline(Option<Instant>);
-
-impl Deadline {
-    /// `None` is forever; so is a timeout too large for `Instant`.
-    pub(crate) fn after(timeout: Option<Duration>) -> Deadline {
-        Deadline(timeout.and_then(|t| Instant::now().checked_add(t)))
-    }
-    /// Time left (`None` = forever); zero once passed.
-    pub(crate) fn remaining(&self) -> Option<Duration> {
-        self.0.map(|d| d.saturating_duration_since(Instant::now()))
-    }
-    pub(crate) fn passed(&self) -> bool {
-        self.0.is_some_and(|d| Instant::now() >= d)
-    }
-    /// The next sleep: `slice` capped by the time left.
-    pub(crate) fn slice(&self, slice: Duration) -> Duration {
-        match self.remaining() {
-            None => slice,
-            Some(r) => r.min(slice),
-        }
-    }
-}
+pub(crate) use crate::Deadline;
 
 /// An owner-tracking, process-shared mutex word (see the module docs), with the owner's
 /// pid kept beside it for error reports.

@@ -121,17 +121,12 @@ macro_rules! handle_impls {
     ($ty:ident, $kind:expr) => {
         impl serde::Serialize for $ty {
             fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
-                self.map
-                    .to_wire()
-                    .map_err(serde::ser::Error::custom)?
-                    .serialize(s)
+                self.map.serialize_handle(s)
             }
         }
         impl<'de> serde::Deserialize<'de> for $ty {
             fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-                let w = crate::shm::segment::Wire::deserialize(d)?;
-                let map = crate::shm::segment::Mapping::from_wire(&w, $kind, 0)
-                    .map_err(serde::de::Error::custom)?;
+                let map = crate::shm::segment::Mapping::deserialize_handle(d, $kind, 0)?;
                 Ok($ty { map })
             }
         }

@@ -1,0 +1,39 @@
+//! For pool implementations (the thread pool, the process pool, the cluster backend), not
+//! for users: hidden from the docs, and not covered by the API's stability promise.
+//!
+//! What a new backend implements is described in `ARCHITECTURE.md`: [`Dispatch`] plus
+//! `Executor`'s required methods, completing each task through a [`Promise`] (or an
+//! [`ErasedPromise`] for encoded results) made by [`task_pair`] with a [`Route`] for
+//! `TaskFuture::kill`, and running tasks on a worker through [`WorkerRuntime`].
+
+pub use crate::config::Initializer;
+pub use crate::future::{task_pair, ErasedPromise, KillRoute, Promise, Route};
+pub use crate::map::{ChunkSource, IterSource};
+pub use crate::runtime::{
+    describe_exit, panic_message, run_caught, signal_name, Caught, InitReport, RunWord, ThreadKey,
+    ThreadSet, WorkerRuntime, KILL_BIT,
+};
+
+use crate::{Payload, TaskFuture};
+
+/// A pool's "submit this chunk of inputs as one job" function for one task `fn`: returns one
+/// future per input, in order. `map` and `map_unordered` are built on it.
+pub type BatchSubmit<A, R> = Box<dyn FnMut(Vec<A>) -> Vec<TaskFuture<R>> + Send>;
+
+/// How a pool plugs into `Executor::map` / `map_unordered`: a supertrait of `Executor`.
+pub trait Dispatch {
+    /// The pool's chunk submitter for `f` (see [`BatchSubmit`]); it keeps the pool's
+    /// internals alive, so a `map` iterator outlives nothing it needs.
+    fn batch_submitter<A: Payload, R: Payload>(&self, f: fn(A) -> R) -> BatchSubmit<A, R>;
+
+    /// How many chunks `map` keeps in flight.
+    fn map_window(&self) -> usize;
+}
+
+/// How many chunks a pool with `workers` workers keeps in flight for `map`: enough that no
+/// worker idles between chunks and the consumer rarely finds its next item unfinished (a
+/// small window makes producer and workers ping-pong: 5× slower on tiny tasks), small
+/// enough to bound memory (`window × chunksize` inputs).
+pub fn default_window(workers: usize) -> usize {
+    workers.saturating_mul(8).max(64)
+}

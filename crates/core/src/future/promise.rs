@@ -1,0 +1,172 @@
+//! The pool's half of a future: [`Promise`] (typed) and [`ErasedPromise`] (its value type
+//! erased, completed from encoded bytes in process mode), and [`task_pair`], which makes a
+//! linked future/promise pair.
+//!
+//! A promise never loses a task: dropped without completing, it completes its future —
+//! `Cancelled` if the task never started, `Shutdown` if it had.
+
+use std::fmt;
+use std::sync::Arc;
+
+use serde::de::DeserializeOwned;
+
+use super::state::{FutureState, Route};
+use super::TaskFuture;
+use crate::{codec, TaskError};
+
+/// Starts and completes one [`TaskFuture`].
+pub struct Promise<R> {
+    state: Option<Arc<FutureState<R>>>,
+}
+
+/// Make a linked future/promise pair in the PENDING state. `route` is where
+/// [`TaskFuture::kill`] goes once the task runs (`None`: kill only cancels a pending task).
+pub fn task_pair<R>(route: Option<Route>) -> (Promise<R>, TaskFuture<R>) {
+    let state = Arc::new(FutureState::new(route));
+    (
+        Promise {
+            state: Some(state.clone()),
+        },
+        TaskFuture { state },
+    )
+}
+
+impl<R> Promise<R> {
+    /// PENDING → RUNNING. Returns false if the future was cancelled (then the task must not
+    /// run; the promise may simply be dropped).
+    pub fn start(&self) -> bool {
+        self.state.as_ref().is_some_and(|s| s.start())
+    }
+
+    /// True if the future was cancelled, killed or otherwise completed already.
+    pub fn is_done(&self) -> bool {
+        self.state.as_ref().is_none_or(|s| s.is_done())
+    }
+
+    /// Cancel the future if it has not started (`shutdown(cancel_pending)`).
+    pub fn cancel(&self) -> bool {
+        self.state.as_ref().is_some_and(|s| s.cancel())
+    }
+
+    /// Complete the future with `outcome` (ignored if it is already done). Callbacks run in
+    /// this thread.
+    pub fn complete(mut self, outcome: Result<R, TaskError>) {
+        if let Some(s) = self.state.take() {
+            s.complete(outcome);
+        }
+    }
+}
+
+impl<R> Drop for Promise<R> {
+    fn drop(&mut self) {
+        if let Some(s) = self.state.take() {
+            s.abandon();
+        }
+    }
+}
+
+impl<R> fmt::Debug for Promise<R> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Promise")
+            .field("done", &self.is_done())
+            .finish()
+    }
+}
+
+/// What [`ErasedPromise`] needs of a future's state, whatever its value type.
+trait EncodedState: Send + Sync {
+    fn start(&self) -> bool;
+    fn is_done(&self) -> bool;
+    fn cancel(&self) -> bool;
+    fn complete_encoded(&self, bytes: &[u8]);
+    fn fail(&self, err: TaskError);
+    fn abandon(&self);
+}
+
+impl<R: DeserializeOwned + Send + 'static> EncodedState for FutureState<R> {
+    fn start(&self) -> bool {
+        FutureState::start(self)
+    }
+    fn is_done(&self) -> bool {
+        FutureState::is_done(self)
+    }
+    fn cancel(&self) -> bool {
+        FutureState::cancel(self)
+    }
+    fn complete_encoded(&self, bytes: &[u8]) {
+        // `codec::decode` turns a panicking `Deserialize` into `Codec` too: a user type's
+        // decoder can never take down the thread that completes futures.
+        self.complete(codec::decode::<R>(bytes));
+    }
+    fn fail(&self, err: TaskError) {
+        self.complete(Err(err));
+    }
+    fn abandon(&self) {
+        FutureState::abandon(self)
+    }
+}
+
+/// A [`Promise`] with its value type erased, completed from encoded bytes (process mode).
+///
+/// It is the future's own state behind a trait object (converting a `Promise` allocates
+/// nothing) and keeps the promise's guarantee: dropped without completing, it completes its
+/// future.
+pub struct ErasedPromise {
+    state: Option<Arc<dyn EncodedState>>,
+}
+
+impl<R: DeserializeOwned + Send + 'static> From<Promise<R>> for ErasedPromise {
+    fn from(mut p: Promise<R>) -> Self {
+        ErasedPromise {
+            state: p.state.take().map(|s| s as Arc<dyn EncodedState>),
+        }
+    }
+}
+
+impl ErasedPromise {
+    /// See [`Promise::start`].
+    pub fn start(&self) -> bool {
+        self.state.as_ref().is_some_and(|s| s.start())
+    }
+
+    /// See [`Promise::is_done`].
+    pub fn is_done(&self) -> bool {
+        self.state.as_ref().is_none_or(|s| s.is_done())
+    }
+
+    /// See [`Promise::cancel`].
+    pub fn cancel(&self) -> bool {
+        self.state.as_ref().is_some_and(|s| s.cancel())
+    }
+
+    /// Decode `bytes` as the task's value and complete; a decode failure (or a panicking
+    /// `Deserialize`) completes with [`TaskError::Codec`].
+    pub fn complete_encoded(mut self, bytes: &[u8]) {
+        if let Some(s) = self.state.take() {
+            s.complete_encoded(bytes);
+        }
+    }
+
+    /// Complete with an error.
+    pub fn fail(mut self, err: TaskError) {
+        if let Some(s) = self.state.take() {
+            s.fail(err);
+        }
+    }
+}
+
+impl Drop for ErasedPromise {
+    fn drop(&mut self) {
+        if let Some(s) = self.state.take() {
+            s.abandon();
+        }
+    }
+}
+
+impl fmt::Debug for ErasedPromise {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("ErasedPromise")
+            .field("done", &self.is_done())
+            .finish()
+    }
+}

@@ -1,0 +1,225 @@
+//! The state shared by a [`TaskFuture`](super::TaskFuture) and its
+//! [`Promise`](super::Promise): CPython's `concurrent.futures.Future` state machine
+//! (SEMANTICS.md §1.1) with a lock-free `start`.
+//!
+//! ```text
+//! PENDING ──start()──▶ RUNNING ──complete()──▶ FINISHED
+//!    │                    │                       ▲
+//!    └──cancel()──────────┴──kill()──▶ CANCELLED ─┘ (both are "done")
+//! ```
+//!
+//! Every transition out of PENDING or RUNNING first *claims* the future (a compare-exchange
+//! to COMPLETING), so of two completers — a worker's result, `cancel`, `kill`, a dropped
+//! promise — exactly one wins. The winner runs the callbacks outside the lock, then
+//! publishes the terminal state and wakes waiters: once `result()` returns, every callback
+//! registered before completion has run.
+
+use std::sync::atomic::{AtomicU8, Ordering};
+use std::sync::{Arc, Condvar, Mutex, MutexGuard, Weak};
+
+use crate::TaskError;
+
+pub(crate) const PENDING: u8 = 0;
+pub(crate) const RUNNING: u8 = 1;
+/// Outcome known, callbacks running; not yet visible as done.
+pub(crate) const COMPLETING: u8 = 2;
+pub(crate) const FINISHED: u8 = 3;
+pub(crate) const CANCELLED: u8 = 4;
+
+pub(crate) type Callback<R> = Box<dyn FnOnce(&Result<R, TaskError>) + Send + 'static>;
+
+/// Something that is told when a future becomes done (`wait`, `as_completed`,
+/// `map_unordered`).
+pub(crate) trait DoneSink: Send + Sync {
+    fn notify_done(&self, index: usize);
+}
+
+/// A pool's way to stop one of its *running* tasks, for
+/// [`TaskFuture::kill`](super::TaskFuture::kill).
+///
+/// When `kill` is called the future is already claimed as cancelled; the pool only has to
+/// make sure the work itself stops and never touches another task: process mode kills the
+/// worker that runs it (or has the worker skip it, if it has not begun it yet), thread mode
+/// stops it at its next `gil::checkpoint()`.
+pub trait KillRoute: Send + Sync {
+    /// Stop the task the pool knows as `task`, wherever it is.
+    fn kill(&self, task: u64);
+}
+
+/// Where [`TaskFuture::kill`](super::TaskFuture::kill) goes: the pool's [`KillRoute`]
+/// (held weakly: a future outliving its pool kills nothing) and the task's id in that pool.
+#[derive(Clone)]
+pub struct Route {
+    target: Weak<dyn KillRoute>,
+    task: u64,
+}
+
+impl Route {
+    /// Task `task` of the pool behind `target`.
+    pub fn new(target: Weak<dyn KillRoute>, task: u64) -> Route {
+        Route { target, task }
+    }
+
+    /// The task's id in its pool.
+    pub fn task(&self) -> u64 {
+        self.task
+    }
+
+    pub(crate) fn kill(&self) {
+        if let Some(t) = self.target.upgrade() {
+            t.kill(self.task);
+        }
+    }
+}
+
+impl std::fmt::Debug for Route {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Route").field("task", &self.task).finish()
+    }
+}
+
+pub(crate) struct Slots<R> {
+    pub outcome: Option<Result<R, TaskError>>,
+    pub taken: bool,
+    pub callbacks: Vec<Callback<R>>,
+    pub sinks: Vec<(Arc<dyn DoneSink>, usize)>,
+    /// Threads blocked in `wait` (a condvar notify is a syscall even when nobody waits: most
+    /// tiny tasks finish before anyone asks, so it is skipped then).
+    pub waiters: u32,
+}
+
+/// One future's shared state.
+pub(crate) struct FutureState<R> {
+    pub status: AtomicU8,
+    pub route: Option<Route>,
+    slots: Mutex<Slots<R>>,
+    pub cond: Condvar,
+}
+
+impl<R> FutureState<R> {
+    pub fn new(route: Option<Route>) -> Self {
+        FutureState {
+            status: AtomicU8::new(PENDING),
+            route,
+            slots: Mutex::new(Slots {
+                outcome: None,
+                taken: false,
+                callbacks: Vec::new(),
+                sinks: Vec::new(),
+                waiters: 0,
+            }),
+            cond: Condvar::new(),
+        }
+    }
+
+    pub fn status(&self) -> u8 {
+        self.status.load(Ordering::Acquire)
+    }
+
+    pub fn lock(&self) -> MutexGuard<'_, Slots<R>> {
+        // A poisoned lock can only come from a panic inside this module's own short critical
+        // sections (callbacks never run under the lock); the state is still consistent.
+        self.slots.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Claim the right to complete: `from` → COMPLETING. Callers hold the lock, so of two
+    /// completers exactly one wins; [`start`](Self::start) races with them lock-free through
+    /// the same compare-exchange.
+    pub fn claim(&self, from: u8) -> bool {
+        self.status
+            .compare_exchange(from, COMPLETING, Ordering::AcqRel, Ordering::Acquire)
+            .is_ok()
+    }
+
+    /// PENDING → RUNNING; false if it was cancelled (or completed) first.
+    pub fn start(&self) -> bool {
+        match self
+            .status
+            .compare_exchange(PENDING, RUNNING, Ordering::AcqRel, Ordering::Acquire)
+        {
+            Ok(_) | Err(RUNNING) => true,
+            Err(_) => false,
+        }
+    }
+
+    /// True once claimed by a completer (or done).
+    pub fn is_done(&self) -> bool {
+        self.status() >= COMPLETING
+    }
+
+    /// PENDING → CANCELLED (callbacks run in this thread). True if cancelled now or before.
+    pub fn cancel(&self) -> bool {
+        let st = self.lock();
+        if self.claim(PENDING) {
+            self.finish(Err(TaskError::Cancelled), CANCELLED, st);
+            true
+        } else {
+            self.status() == CANCELLED
+        }
+    }
+
+    /// Complete with `outcome` unless already done (e.g. cancelled or killed).
+    pub fn complete(&self, outcome: Result<R, TaskError>) {
+        let st = self.lock();
+        if self.claim(RUNNING) || self.claim(PENDING) {
+            self.finish(outcome, FINISHED, st);
+        }
+    }
+
+    /// The promise is gone without completing: a task that never started is cancelled, one
+    /// that started fails `Shutdown` — never left pending forever.
+    pub fn abandon(&self) {
+        let st = self.lock();
+        if self.claim(PENDING) {
+            self.finish(Err(TaskError::Cancelled), CANCELLED, st);
+        } else if self.claim(RUNNING) {
+            self.finish(Err(TaskError::Shutdown), FINISHED, st);
+        }
+    }
+
+    /// After a successful [`claim`](Self::claim): run callbacks (outside the lock, in this
+    /// thread), then publish `terminal` and wake waiters.
+    pub fn finish<'a>(
+        &'a self,
+        outcome: Result<R, TaskError>,
+        terminal: u8,
+        mut st: MutexGuard<'a, Slots<R>>,
+    ) {
+        let mut outcome = Some(outcome);
+        loop {
+            let callbacks = std::mem::take(&mut st.callbacks);
+            if callbacks.is_empty() {
+                break;
+            }
+            drop(st);
+            if let Some(r) = outcome.as_ref() {
+                for cb in callbacks {
+                    run_callback(cb, r);
+                }
+            }
+            st = self.lock();
+        }
+        st.outcome = outcome.take();
+        self.status.store(terminal, Ordering::Release);
+        let sinks = std::mem::take(&mut st.sinks);
+        let waiters = st.waiters;
+        drop(st);
+        if waiters > 0 {
+            self.cond.notify_all();
+        }
+        for (sink, idx) in sinks {
+            sink.notify_done(idx);
+        }
+    }
+}
+
+/// Run one done-callback; a panic is reported on stderr and ignored (CPython logs it).
+pub(crate) fn run_callback<R>(cb: Callback<R>, r: &Result<R, TaskError>) {
+    let res = std::panic::catch_unwind(std::panic::AssertUnwindSafe(move || cb(r)));
+    if let Err(p) = res {
+        eprintln!(
+            "poolrun: exception calling a done-callback (ignored): {}",
+            crate::runtime::panic_message(&*p)
+        );
+    }
+}

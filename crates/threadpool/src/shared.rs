@@ -1,0 +1,325 @@
+//! [`PoolShared`]: what the pool handle, its worker threads, its deadline timer and its
+//! futures' kill route share — the work queue and its closing, the live workers, and the
+//! counters.
+//!
+//! ## The queue and shutdown
+//! Work travels on one unbounded FIFO channel that every worker takes from, so a task is
+//! *running* exactly when a worker takes it and everything behind it stays cancellable.
+//! Shutdown is not a message in that queue (a second shutdown that cancels the queue would
+//! drain such messages with the work, leaving busy workers waiting forever): it is the
+//! `closed` flag plus the drop of the `close` channel's only sender, which wakes every idle
+//! worker at once. A worker exits when the pool is closed and the queue is empty; the last
+//! one to exit fails whatever a racing `submit` still put in the queue with `Shutdown`.
+//!
+//! ## Stopping a task, and detached threads
+//! A thread cannot be killed. A task that is killed (`TaskFuture::kill`) or passes its
+//! `task_timeout` is stopped at its next `gil::checkpoint()`; its future is already done, so
+//! its worker is *retired* at once: a replacement thread starts (the pool keeps its
+//! strength) and the retired thread is detached — shutdown and drop no longer wait for it.
+//! Code that never reaches a checkpoint (a hash, a regex, a blocking read) keeps its thread
+//! busy until it returns; the pool reports such threads once on stderr when it shuts down.
+
+use std::fmt;
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard, Weak};
+
+use crossbeam_channel::{Receiver, Sender, TryRecvError};
+use poolrun_core::backend::{KillRoute, RunWord, ThreadKey, ThreadSet};
+use poolrun_core::gil::Gil;
+use poolrun_core::{PoolConfig, PoolError, TaskError};
+
+use crate::timer::Timer;
+use crate::work::Work;
+
+/// One worker thread's state, shared with the timer and the kill route.
+pub(crate) struct WorkerState {
+    /// Raised to stop the task this worker runs (at its next checkpoint).
+    pub stop: Arc<AtomicBool>,
+    /// The task running now, for the kill handshake ([`RunWord`]).
+    pub run: AtomicU64,
+    /// Set once its task was stopped: it takes no more work (a replacement runs already).
+    retired: AtomicBool,
+    /// Its thread in the pool's [`ThreadSet`].
+    pub thread: Mutex<Option<ThreadKey>>,
+}
+
+impl WorkerState {
+    pub(crate) fn new() -> Self {
+        WorkerState {
+            stop: Arc::new(AtomicBool::new(false)),
+            run: AtomicU64::new(0),
+            retired: AtomicBool::new(false),
+            thread: Mutex::new(None),
+        }
+    }
+
+    pub(crate) fn run_word(&self) -> RunWord<'_> {
+        RunWord::new(&self.run)
+    }
+
+    pub(crate) fn is_retired(&self) -> bool {
+        self.retired.load(Ordering::SeqCst)
+    }
+}
+
+/// State shared by the pool handle, its threads and its futures' kill route.
+pub(crate) struct PoolShared {
+    pub id: u64,
+    pub cfg: PoolConfig,
+    pub gil: Option<Gil>,
+    pub timer: Option<Timer>,
+    tx: Sender<Box<dyn Work>>,
+    rx: Receiver<Box<dyn Work>>,
+    /// Dropped at shutdown: every worker waiting in `next_work` wakes.
+    close_tx: Mutex<Option<Sender<()>>>,
+    close_rx: Receiver<()>,
+    closed: AtomicBool,
+    /// Daemon drop: no replacements, running tasks are being stopped.
+    killing: AtomicBool,
+    /// Workers that take work (started, not exited, not retired).
+    live: AtomicUsize,
+    next_worker: AtomicUsize,
+    next_task: AtomicU64,
+    workers: Mutex<Vec<Weak<WorkerState>>>,
+    pub threads: ThreadSet,
+    pub init_report: poolrun_core::backend::InitReport,
+    detached_reported: AtomicBool,
+    /// Starts one more worker thread (set by `pool.rs`; a function pointer, so this file
+    /// does not depend on the worker loop).
+    spawn_fn: fn(&Arc<PoolShared>) -> Result<(), PoolError>,
+    /// This very allocation (for the kill route, which is reached through `&self`).
+    me: Weak<PoolShared>,
+}
+
+impl PoolShared {
+    pub(crate) fn new(
+        id: u64,
+        cfg: PoolConfig,
+        gil: Option<Gil>,
+        timer: Option<Timer>,
+        spawn_fn: fn(&Arc<PoolShared>) -> Result<(), PoolError>,
+    ) -> Arc<Self> {
+        let (tx, rx) = crossbeam_channel::unbounded();
+        let (close_tx, close_rx) = crossbeam_channel::bounded(0);
+        Arc::new_cyclic(|me| PoolShared {
+            id,
+            cfg,
+            gil,
+            timer,
+            tx,
+            rx,
+            close_tx: Mutex::new(Some(close_tx)),
+            close_rx,
+            closed: AtomicBool::new(false),
+            killing: AtomicBool::new(false),
+            live: AtomicUsize::new(0),
+            next_worker: AtomicUsize::new(0),
+            next_task: AtomicU64::new(1),
+            workers: Mutex::new(Vec::new()),
+            threads: ThreadSet::new(),
+            init_report: Default::default(),
+            detached_reported: AtomicBool::new(false),
+            spawn_fn,
+            me: me.clone(),
+        })
+    }
+
+    fn workers(&self) -> MutexGuard<'_, Vec<Weak<WorkerState>>> {
+        self.workers.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// A fresh task id (never 0).
+    pub(crate) fn task_id(&self) -> u64 {
+        self.next_task.fetch_add(1, Ordering::Relaxed)
+    }
+
+    pub(crate) fn is_closed(&self) -> bool {
+        self.closed.load(Ordering::SeqCst)
+    }
+
+    pub(crate) fn queued(&self) -> usize {
+        self.rx.len()
+    }
+
+    pub(crate) fn live(&self) -> usize {
+        self.live.load(Ordering::SeqCst)
+    }
+
+    /// Queue work. If shutdown raced with this and every worker has already left, nobody
+    /// will take it: fail it here (the last worker out drains the queue the same way).
+    pub(crate) fn enqueue(&self, work: Box<dyn Work>) {
+        // The receiver lives as long as `self`: send cannot fail. (If it did, the work and
+        // its promises would be dropped, which completes the futures.)
+        let _ = self.tx.send(work);
+        if self.is_closed() && self.live() == 0 {
+            self.drain(TaskError::Shutdown);
+        }
+    }
+
+    /// Fail everything queued with `err` (`Cancelled` leaves the futures cancelled).
+    pub(crate) fn drain(&self, err: TaskError) {
+        while let Ok(w) = self.rx.try_recv() {
+            w.abandon(err.clone());
+        }
+    }
+
+    /// The next work for a worker; `None` once the pool is closed and the queue is empty.
+    pub(crate) fn next_work(&self) -> Option<Box<dyn Work>> {
+        loop {
+            match self.rx.try_recv() {
+                Ok(w) => return Some(w),
+                Err(TryRecvError::Disconnected) => return None,
+                Err(TryRecvError::Empty) => {}
+            }
+            if self.is_closed() {
+                return None;
+            }
+            crossbeam_channel::select! {
+                recv(self.rx) -> w => match w {
+                    Ok(w) => return Some(w),
+                    Err(_) => return None,
+                },
+                // Only ever "disconnected": the pool closed. Loop to drain or leave.
+                recv(self.close_rx) -> _ => {}
+            }
+        }
+    }
+
+    /// Register a new worker (before its thread starts). Refused during a daemon drop.
+    pub(crate) fn add_worker(&self, w: &Arc<WorkerState>) -> Result<usize, PoolError> {
+        if self.killing.load(Ordering::SeqCst) {
+            return Err(PoolError::Spawn("the pool is being dropped".into()));
+        }
+        let mut list = self.workers();
+        list.retain(|w| w.strong_count() > 0);
+        list.push(Arc::downgrade(w));
+        self.live.fetch_add(1, Ordering::SeqCst);
+        Ok(self.next_worker.fetch_add(1, Ordering::Relaxed))
+    }
+
+    /// A worker's thread could not start after [`add_worker`](Self::add_worker).
+    pub(crate) fn worker_not_started(&self) {
+        self.leave();
+    }
+
+    /// Start one more worker thread.
+    pub(crate) fn spawn_worker(self: &Arc<Self>) -> Result<(), PoolError> {
+        (self.spawn_fn)(self)
+    }
+
+    /// A worker leaves (it exits, or retires). The last one out of a closed pool fails what
+    /// a racing `submit` left in the queue.
+    fn leave(&self) {
+        if self.live.fetch_sub(1, Ordering::SeqCst) == 1 && self.is_closed() {
+            self.drain(TaskError::Shutdown);
+        }
+    }
+
+    /// A worker's loop ended (not retired).
+    pub(crate) fn worker_exited(&self) {
+        self.leave();
+    }
+
+    /// The task on `w` was stopped (killed, or past its timeout) and its future is done:
+    /// retire `w` (it takes no more work; its thread is detached, so shutdown does not wait
+    /// for a task that may never reach a checkpoint) and start a replacement now.
+    pub(crate) fn retire_and_replace(self: &Arc<Self>, w: &WorkerState) {
+        if w.retired.swap(true, Ordering::SeqCst) {
+            return;
+        }
+        if let Some(key) = *w.thread.lock().unwrap_or_else(|p| p.into_inner()) {
+            self.threads.detach(key);
+        }
+        self.leave();
+        if !self.killing.load(Ordering::SeqCst) {
+            if let Err(e) = self.spawn_worker() {
+                eprintln!(
+                    "poolrun: thread pool {}: cannot start a replacement worker: {e}",
+                    self.id
+                );
+            }
+        }
+    }
+
+    /// Stop accepting work; with `cancel_pending`, cancel what is queued. Idempotent.
+    pub(crate) fn close(&self, cancel_pending: bool) {
+        self.closed.store(true, Ordering::SeqCst);
+        drop(
+            self.close_tx
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .take(),
+        );
+        if cancel_pending {
+            self.drain(TaskError::Cancelled);
+        }
+        if self.live() == 0 {
+            self.drain(TaskError::Shutdown);
+        }
+    }
+
+    /// Daemon drop: close, cancel the queue, stop every running task at its next checkpoint.
+    pub(crate) fn kill(&self) {
+        self.killing.store(true, Ordering::SeqCst);
+        self.close(true);
+        for w in self.workers().iter().filter_map(|w| w.upgrade()) {
+            w.stop.store(true, Ordering::SeqCst);
+        }
+        if let Some(t) = &self.timer {
+            t.stop();
+        }
+    }
+
+    /// Wait for every worker thread (not the caller, not detached ones) until `deadline`.
+    pub(crate) fn join(&self, deadline: poolrun_core::Deadline) -> bool {
+        let done = self.threads.join_until(deadline);
+        let detached = self.threads.detached_running();
+        if detached > 0 && !self.detached_reported.swap(true, Ordering::SeqCst) {
+            eprintln!(
+                "poolrun: thread pool {}: {detached} thread(s) still run a task that was killed \
+                 or timed out and has not reached a checkpoint; not waiting for them (a thread \
+                 cannot be stopped between checkpoints)",
+                self.id
+            );
+        }
+        if done && !self.threads.contains_current() {
+            if let Some(t) = &self.timer {
+                t.stop();
+            }
+        }
+        done
+    }
+}
+
+impl KillRoute for PoolShared {
+    /// Find the worker running `task` and claim it (see [`RunWord`]): only a successful
+    /// claim raises its stop flag, so the flag can only ever stop this task. A task not
+    /// running anywhere has nothing to stop: its worker sees the future done before it
+    /// begins it.
+    fn kill(&self, task: u64) {
+        let target = self
+            .workers()
+            .iter()
+            .filter_map(|w| w.upgrade())
+            .find(|w| w.run_word().claim(task));
+        if let Some(w) = target {
+            w.stop.store(true, Ordering::SeqCst);
+            // `retire_and_replace` needs the `Arc`; the route is only ever reached through
+            // one (`ThreadPool` registers `Arc<PoolShared>`).
+            if let Some(me) = self.me.upgrade() {
+                me.retire_and_replace(&w);
+            }
+        }
+    }
+}
+
+impl fmt::Debug for PoolShared {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("PoolShared")
+            .field("id", &self.id)
+            .field("live", &self.live())
+            .field("queued", &self.queued())
+            .field("closed", &self.is_closed())
+            .finish()
+    }
+}
