@@ -464,7 +464,7 @@ macro_rules! conformance {
                 // checkpoint, with a replacement thread): the pool runs the next task.
                 assert_eq!(p.submit(square, 5).result_timeout(T), Ok(25));
                 assert!(p.shutdown_timeout(false, T));
-                assert!(zombie_children().is_empty());
+                assert!(zombies().is_empty());
             }
 
             #[test]
@@ -563,7 +563,7 @@ macro_rules! conformance {
                 });
                 assert_kill_outcomes(&futs, 3, &killer.join().unwrap());
                 assert!(p.shutdown_timeout(false, T));
-                assert!(zombie_children().is_empty());
+                assert!(zombies().is_empty());
             }
 
             #[test]

@@ -119,7 +119,7 @@ fn worker_and_parent_fds_are_anonymous_and_shm_is_private() {
     for pid in &pids {
         let who = pid.to_string();
         let sockets = unix_socket_paths(&who);
-        let list = fds_of(&who);
+        let list = fds_of(&who).unwrap_or_else(|| panic!("cannot read /proc/{pid}/fd"));
         assert!(!list.is_empty(), "cannot read /proc/{pid}/fd");
         let mut bad = Vec::new();
         for (n, t) in &list {

@@ -74,7 +74,7 @@ fn big_jobs_to_dying_workers_never_wedge_the_pool() {
         within(Duration::from_secs(20), move || drop(pool)).is_some(),
         "dropping the pool hung"
     );
-    assert!(eventually(T, || zombie_children().is_empty()));
+    assert!(eventually(T, || zombies().is_empty()));
 }
 
 /// A value whose `Deserialize` panics: the worker only encodes it, the parent decodes it.
@@ -120,7 +120,7 @@ fn a_panicking_result_decoder_fails_only_its_task() {
         );
     }
     assert!(within(Duration::from_secs(20), move || pool.shutdown(true, false)).is_some());
-    assert!(eventually(T, || zombie_children().is_empty()));
+    assert!(eventually(T, || zombies().is_empty()));
 }
 
 /// Bug 3: a second shutdown with `cancel_pending` after `shutdown(false, _)` drained the

@@ -307,7 +307,7 @@ fn killer(
         }
         let pid = cands[rng.below(cands.len() as u64) as usize];
         // Still our running child (not reaped, so the pid cannot have been reused)?
-        match stat_of(pid) {
+        match stat(pid) {
             Some((state, ppid)) if ppid == me && state != 'Z' => {}
             _ => continue,
         }

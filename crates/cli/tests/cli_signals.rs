@@ -24,10 +24,10 @@ fn start(args: &[&str], keep_stdin_open: bool) -> std::process::Child {
 }
 
 /// Wait until `root` has descendants matching `pred` (at least `n`), and return all of them.
-fn wait_for_descendants(root: u32, n: usize, pred: impl Fn(i32) -> bool) -> HashSet<i32> {
+fn wait_for_descendants(root: u32, n: usize, pred: impl Fn(u32) -> bool) -> HashSet<u32> {
     let mut seen = HashSet::new();
     let ok = wait_until(Duration::from_secs(10), || {
-        let d = descendants(root as i32);
+        let d = descendants(root);
         seen.extend(d.iter().copied());
         d.iter().filter(|p| pred(**p)).count() >= n
     });
@@ -37,15 +37,15 @@ fn wait_for_descendants(root: u32, n: usize, pred: impl Fn(i32) -> bool) -> Hash
     );
     // One more look, so late starters are recorded too.
     std::thread::sleep(Duration::from_millis(100));
-    seen.extend(descendants(root as i32));
+    seen.extend(descendants(root));
     seen
 }
 
-fn is_sleep_cmd(pid: i32) -> bool {
+fn is_sleep_cmd(pid: u32) -> bool {
     cmdline(pid).starts_with("sleep")
 }
 
-fn assert_all_dead(pids: &HashSet<i32>, within: Duration, what: &str) {
+fn assert_all_dead(pids: &HashSet<u32>, within: Duration, what: &str) {
     let ok = wait_until(within, || pids.iter().all(|p| !alive(*p)));
     let left: Vec<String> = pids
         .iter()
@@ -77,7 +77,7 @@ fn interrupt(mode: &str, sig: Signal, expect: i32) {
         wait_for_descendants(pid, 2, |_| true);
     }
     std::thread::sleep(Duration::from_millis(500));
-    let started = descendants(pid as i32);
+    let started = descendants(pid);
     let t = Instant::now();
     signal(pid, sig);
     let code = wait_deadline(&mut child, Duration::from_secs(10));
@@ -155,7 +155,7 @@ fn sigkill_busy(mode: &str) {
     // Clean up whatever survived so a failure does not leak `sleep 30`s.
     for p in &seen {
         if alive(*p) {
-            let _ = nix::sys::signal::kill(nix::unistd::Pid::from_raw(*p), Signal::SIGKILL);
+            sigkill(*p);
         }
     }
     assert!(
@@ -221,7 +221,7 @@ fn sigkill_idle_process() {
         .collect();
     for p in &seen {
         if alive(*p) {
-            let _ = nix::sys::signal::kill(nix::unistd::Pid::from_raw(*p), Signal::SIGKILL);
+            sigkill(*p);
         }
     }
     assert!(
@@ -274,10 +274,10 @@ fn worker_killed_by_its_task_fails_only_that_task_and_is_reaped() {
         ],
         false,
     );
-    let pid = child.id() as i32;
+    let pid = child.id();
     // While the second task runs on the replacement worker, the dead one must be reaped.
     std::thread::sleep(Duration::from_millis(600));
-    let zombies: Vec<i32> = processes()
+    let zombies: Vec<u32> = processes()
         .into_iter()
         .filter(|(_, ppid, state)| *ppid == pid && *state == 'Z')
         .map(|(p, _, _)| p)

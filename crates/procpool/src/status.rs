@@ -26,8 +26,8 @@
 //!   begun `s` and keeps it.
 //!
 //! Exactly one compare-exchange succeeds, so a batch is either run by its worker or re-sent
-//! elsewhere, never both and never neither. Checked over every interleaving in
-//! `crates/testkit/tests/model.rs`.
+//! elsewhere, never both and never neither. Checked over every interleaving, one
+//! compare-exchange per step, by `gate_model` below.
 //!
 //! ## Invariant P1 (the mapping)
 //! A [`StatusPage`] owns one page-aligned `MAP_SHARED | MAP_ANONYMOUS` mapping of [`PAGE`]
@@ -193,11 +193,21 @@ impl StatusPage {
 
 /// Move `gate` from batch `seq - 1` (run or withdrawn) to `to`; false if it is elsewhere.
 pub(crate) fn gate_step(gate: &AtomicU64, seq: u64, to: u64) -> bool {
+    gate_froms(seq)
+        .into_iter()
+        .any(|from| gate_cas(gate, from, to))
+}
+
+/// The two values the gate may hold when batch `seq` is next: `seq - 1`, run or withdrawn.
+pub(crate) fn gate_froms(seq: u64) -> [u64; 2] {
     let prev = seq.wrapping_sub(1);
-    [prev, prev | WITHDRAWN].into_iter().any(|from| {
-        gate.compare_exchange(from, to, Ordering::SeqCst, Ordering::SeqCst)
-            .is_ok()
-    })
+    [prev, prev | WITHDRAWN]
+}
+
+/// One step of [`gate_step`]: a single compare-exchange.
+pub(crate) fn gate_cas(gate: &AtomicU64, from: u64, to: u64) -> bool {
+    gate.compare_exchange(from, to, Ordering::SeqCst, Ordering::SeqCst)
+        .is_ok()
 }
 
 impl Drop for StatusPage {
@@ -289,6 +299,85 @@ mod tests {
         assert!(page.take_mark(9));
         page.begin(10);
         assert!(!page.end());
+    }
+
+    /// Every interleaving of a worker beginning batches 1, 2, 3 and the parent trying to
+    /// withdraw batch 2, one compare-exchange per step: batch 2 is run or withdrawn, never
+    /// both and never neither, and batch 3 always follows.
+    #[test]
+    fn gate_model() {
+        use poolrun_testkit::model::{explore, Actor, Step};
+        use std::cell::RefCell;
+
+        #[derive(Default)]
+        struct S {
+            gate: AtomicU64,
+            ran: RefCell<Vec<u64>>,
+            withdrew: RefCell<Option<bool>>,
+        }
+        struct Worker {
+            seq: u64,
+            attempt: usize,
+        }
+        impl Actor<S> for Worker {
+            fn step(&mut self, s: &S) -> Step {
+                let from = gate_froms(self.seq)[self.attempt];
+                if gate_cas(&s.gate, from, self.seq) {
+                    s.ran.borrow_mut().push(self.seq);
+                } else if self.attempt == 0 {
+                    self.attempt = 1;
+                    return Step::Ran;
+                } // else: withdrawn, skip it
+                self.seq += 1;
+                self.attempt = 0;
+                if self.seq > 3 {
+                    Step::Finished
+                } else {
+                    Step::Ran
+                }
+            }
+        }
+        struct Parent {
+            attempt: usize,
+        }
+        impl Actor<S> for Parent {
+            fn step(&mut self, s: &S) -> Step {
+                let from = gate_froms(2)[self.attempt];
+                if gate_cas(&s.gate, from, 2 | WITHDRAWN) {
+                    *s.withdrew.borrow_mut() = Some(true);
+                    return Step::Finished;
+                }
+                if self.attempt == 0 {
+                    self.attempt = 1;
+                    return Step::Ran;
+                }
+                *s.withdrew.borrow_mut() = Some(false);
+                Step::Finished
+            }
+        }
+        let e = explore(
+            || {
+                (
+                    S::default(),
+                    vec![
+                        Box::new(Worker { seq: 1, attempt: 0 }) as Box<dyn Actor<S>>,
+                        Box::new(Parent { attempt: 0 }),
+                    ],
+                )
+            },
+            |s, schedule| {
+                let ran = s.ran.borrow();
+                let withdrew = s.withdrew.borrow().expect("the parent finished");
+                assert_eq!(
+                    ran.contains(&2),
+                    !withdrew,
+                    "batch 2 run and withdrawn, or neither: {schedule:?} {ran:?}"
+                );
+                assert!(ran.contains(&1) && ran.contains(&3), "{schedule:?} {ran:?}");
+            },
+            10_000,
+        );
+        assert!(e.schedules > 5, "{e:?}");
     }
 
     #[test]

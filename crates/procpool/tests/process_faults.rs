@@ -196,12 +196,9 @@ fn timeout_kills_worker_and_its_process_group() {
     let _ = std::fs::remove_file(&path);
     // the grandchild (same process group) is gone too (a zombie until init reaps it is fine)
     assert!(
-        eventually(
-            LIMIT,
-            || !matches!(proc_state(gc), Some((s, _)) if s != 'Z')
-        ),
+        eventually(LIMIT, || !matches!(stat(gc), Some((s, _)) if s != 'Z')),
         "grandchild {gc} survived: {:?}",
-        proc_state(gc)
+        stat(gc)
     );
     assert_reaped(&[wpid], LIMIT);
     // the pool carries on with a fresh worker; quick tasks are not affected by the timeout

@@ -64,9 +64,9 @@ fn no_zombies_and_fds_back_to_baseline() {
         all_pids.extend(p.worker_pids());
         // at any time a dead worker is reaped within milliseconds: no lingering zombie
         assert!(
-            eventually(LIMIT, || our_zombies().is_empty()),
+            eventually(LIMIT, || zombies().is_empty()),
             "zombies: {:?}",
-            our_zombies()
+            zombies()
         );
         let _pending: Vec<_> = (0..3).map(|_| p.submit(sleep_ms, 20)).collect();
         drop(p);
@@ -74,7 +74,7 @@ fn no_zombies_and_fds_back_to_baseline() {
     all_pids.sort();
     all_pids.dedup();
     assert_reaped(&all_pids, LIMIT);
-    assert!(our_zombies().is_empty(), "zombies: {:?}", our_zombies());
+    assert!(zombies().is_empty(), "zombies: {:?}", zombies());
     assert!(
         eventually(LIMIT, || fd_count() == baseline),
         "fds: baseline {baseline}, now {}",
@@ -98,7 +98,7 @@ fn shutdown_leaves_no_children() {
         assert!(
             !is_our_child(*pid),
             "worker {pid} still our child: {:?}",
-            proc_state(*pid)
+            stat(*pid)
         );
     }
 }
@@ -140,20 +140,20 @@ fn parent_sigkill_leaves_no_worker_alive() {
     assert_eq!(pids.len(), 4);
     for &p in &pids {
         assert!(
-            matches!(proc_state(p), Some((s, _)) if s != 'Z'),
+            matches!(stat(p), Some((s, _)) if s != 'Z'),
             "worker {p} not alive before the kill"
         );
     }
     child.kill().expect("SIGKILL helper"); // std's kill is SIGKILL
     child.wait().expect("reap helper");
     let t = Instant::now();
-    let alive = |p: u32| matches!(proc_state(p), Some((s, _)) if s != 'Z');
+    let alive = |p: u32| matches!(stat(p), Some((s, _)) if s != 'Z');
     let gone = eventually(Duration::from_secs(1), || pids.iter().all(|&p| !alive(p)));
     assert!(
         gone,
         "workers alive {:?} after the parent was SIGKILLed: {:?}",
         t.elapsed(),
-        pids.iter().map(|&p| (p, proc_state(p))).collect::<Vec<_>>()
+        pids.iter().map(|&p| (p, stat(p))).collect::<Vec<_>>()
     );
 }
 
