@@ -24,6 +24,7 @@ use std::time::Duration;
 pub use poolrun_core::{
     as_completed, codec, gil, shm, sync, wait, AsCompleted, Executor, GilMode, MapIter,
     MapUnordered, Mode, Payload, PoolConfig, PoolError, ReturnWhen, TaskError, TaskFuture,
+    MAX_WORKERS,
 };
 
 use poolrun_core::backend::{BatchSubmit, Dispatch};

@@ -1,4 +1,4 @@
-//! Fault injection, thread mode: a thread cannot be killed, so the faults are the ones a
+//! ThreadFault injection, thread mode: a thread cannot be killed, so the faults are the ones a
 //! thread pool must contain itself — panics, tasks that overrun `task_timeout` (stopped at
 //! their next `gil::checkpoint()`), results a done-callback panics on — under sustained load
 //! from several submitting threads, with and without the emulated GIL. Asserted: every task
@@ -19,7 +19,7 @@ use fault_util::*;
 use poolrun::{Executor, GilMode, PoolConfig, TaskError, ThreadPool};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
-enum Fault {
+enum ThreadFault {
     None,
     Panic,
     /// Spin, calling `checkpoint()`, far past the timeout.
@@ -33,12 +33,12 @@ fn value(idx: u32) -> u64 {
     u64::from(idx) * 7 + 3
 }
 
-fn task(arg: (u32, Fault)) -> u64 {
+fn task(arg: (u32, ThreadFault)) -> u64 {
     let (idx, fault) = arg;
     match fault {
-        Fault::None | Fault::CallbackPanics => value(idx),
-        Fault::Panic => panic!("injected panic {idx}"),
-        Fault::Overrun => {
+        ThreadFault::None | ThreadFault::CallbackPanics => value(idx),
+        ThreadFault::Panic => panic!("injected panic {idx}"),
+        ThreadFault::Overrun => {
             let t = std::time::Instant::now();
             while t.elapsed() < Duration::from_secs(60) {
                 poolrun::gil::checkpoint();
@@ -80,14 +80,14 @@ fn run(gil: GilMode, total: usize, rng: &mut Rng) -> String {
     let mut raw_rss = Vec::new();
     let mut counts = [0usize; 4];
     for round in 0..rounds {
-        let jobs: Vec<(u32, Fault)> = (0..per_round)
+        let jobs: Vec<(u32, ThreadFault)> = (0..per_round)
             .map(|i| {
                 let idx = (round * per_round + i) as u32;
                 let f = match rng.below(1000) {
-                    0..=9 => Fault::Panic,
-                    10 if i % 4 == 0 => Fault::Overrun,
-                    11..=20 => Fault::CallbackPanics,
-                    _ => Fault::None,
+                    0..=9 => ThreadFault::Panic,
+                    10 if i % 4 == 0 => ThreadFault::Overrun,
+                    11..=20 => ThreadFault::CallbackPanics,
+                    _ => ThreadFault::None,
                 };
                 (idx, f)
             })
@@ -108,7 +108,7 @@ fn run(gil: GilMode, total: usize, rng: &mut Rng) -> String {
                             .enumerate()
                             .map(|(k, &j)| {
                                 let f = pool.submit(task, j);
-                                if j.1 == Fault::CallbackPanics {
+                                if j.1 == ThreadFault::CallbackPanics {
                                     f.add_done_callback(|_| panic!("injected callback panic"));
                                 }
                                 let calls = calls.clone();
@@ -128,11 +128,11 @@ fn run(gil: GilMode, total: usize, rng: &mut Rng) -> String {
         for (&(idx, fault), f) in jobs.iter().zip(futs) {
             let r = f.result_timeout(Duration::from_secs(60));
             let ok = match (fault, &r) {
-                (Fault::None | Fault::CallbackPanics, Ok(v)) => *v == value(idx),
-                (Fault::Panic, Err(TaskError::Panicked { message })) => {
+                (ThreadFault::None | ThreadFault::CallbackPanics, Ok(v)) => *v == value(idx),
+                (ThreadFault::Panic, Err(TaskError::Panicked { message })) => {
                     message.contains(&format!("injected panic {idx}"))
                 }
-                (Fault::Overrun, Err(TaskError::TimedOut { after })) => *after == timeout,
+                (ThreadFault::Overrun, Err(TaskError::TimedOut { after })) => *after == timeout,
                 _ => false,
             };
             assert!(ok, "task {idx} ({fault:?}) ended with {r:?}");

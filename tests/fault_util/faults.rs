@@ -82,7 +82,7 @@ fn kind_index(f: Fault) -> usize {
 }
 
 #[derive(Debug, Clone, Copy, Serialize, Deserialize)]
-struct Job {
+struct FaultCase {
     idx: u32,
     fault: Fault,
 }
@@ -146,7 +146,7 @@ fn vm_size_bytes() -> Option<u64> {
     Some(kb * 1024)
 }
 
-fn fault_task(j: Job) -> Out {
+fn fault_task(j: FaultCase) -> Out {
     if let Some(runs) = RUNS.get() {
         let i = j.idx as usize;
         if i < runs.len() {
@@ -325,7 +325,7 @@ fn killer(
 }
 
 /// Place `counts[k]` faults of kind `k` at random positions among `n` jobs.
-fn plan_jobs(first_idx: u32, n: usize, counts: &[(Fault, usize)], rng: &mut Rng) -> Vec<Job> {
+fn plan_jobs(first_idx: u32, n: usize, counts: &[(Fault, usize)], rng: &mut Rng) -> Vec<FaultCase> {
     let mut faults = vec![Fault::None; n];
     for &(f, c) in counts {
         let mut placed = 0;
@@ -343,7 +343,7 @@ fn plan_jobs(first_idx: u32, n: usize, counts: &[(Fault, usize)], rng: &mut Rng)
     faults
         .into_iter()
         .enumerate()
-        .map(|(i, fault)| Job {
+        .map(|(i, fault)| FaultCase {
             idx: first_idx + i as u32,
             fault,
         })
@@ -365,7 +365,7 @@ struct Checker {
 
 impl Checker {
     /// Check one outcome; panics unless its fault or the killer explains it.
-    fn check(&mut self, job: Job, r: &Result<Out, TaskError>) {
+    fn check(&mut self, job: FaultCase, r: &Result<Out, TaskError>) {
         if let Ok(o) = r {
             self.seen
                 .lock()
@@ -449,7 +449,7 @@ pub fn run(o: Opts) {
         assert_eq!(
             warm.submit(
                 fault_task,
-                Job {
+                FaultCase {
                     idx: u32::MAX,
                     fault: Fault::None
                 }

@@ -25,7 +25,7 @@ use nix::sys::signal::{killpg, Signal};
 use nix::unistd::Pid;
 use poolrun::gil::{allow_threads, checkpoint};
 
-use crate::tasks::{io_reason, show};
+use crate::text::{io_reason, show};
 
 /// How much of a command's stdout is kept.
 pub const STDOUT_CAP: usize = 1 << 20;

@@ -13,7 +13,7 @@ use std::io::BufRead;
 
 use crossbeam_channel::{bounded, Receiver};
 
-use crate::tasks::io_reason;
+use crate::text::io_reason;
 
 /// The longest stdin line accepted as a task argument.
 pub const MAX_LINE: usize = 1 << 20;

@@ -40,16 +40,18 @@
 #![warn(missing_docs)]
 
 pub mod args;
+mod builtin;
 pub mod compare;
 pub mod demo;
 mod exec;
+mod flags;
 mod input;
 mod output;
 pub mod plan;
 mod registry;
 mod runner;
 mod signals;
-mod tasks;
+mod text;
 
 use std::ffi::OsString;
 use std::sync::Once;

@@ -14,12 +14,12 @@ use std::time::Duration;
 use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle, TermLike};
 use serde::Serialize;
 
-use crate::plan::Format;
+use crate::plan::OutputFormat;
 use crate::registry::Worker;
 
 /// The outcome of one task, ready to print.
 #[derive(Debug)]
-pub(crate) struct Outcome {
+pub(crate) struct Record {
     pub index: usize,
     pub input: String,
     pub result: Result<String, String>,
@@ -61,17 +61,17 @@ pub(crate) fn escape_line(s: &str, max_chars: Option<usize>) -> String {
     out
 }
 
-/// Format one outcome as a line (without the newline).
-pub(crate) fn format_line(o: &Outcome, format: Format) -> String {
+/// OutputFormat one outcome as a line (without the newline).
+pub(crate) fn format_line(o: &Record, format: OutputFormat) -> String {
     match format {
-        Format::Text => {
+        OutputFormat::Text => {
             let input = escape_line(&o.input, Some(200));
             match &o.result {
                 Ok(out) => format!("{input}\t{}", escape_line(out, None)),
                 Err(e) => format!("{input}\tERROR: {}", escape_line(e, None)),
             }
         }
-        Format::Json => {
+        OutputFormat::Json => {
             let worker = match &o.worker {
                 Some(Worker::Pid(p)) => serde_json::Value::from(*p),
                 Some(Worker::Thread(t)) => serde_json::Value::from(t.as_str()),
@@ -207,8 +207,8 @@ impl Progress {
 mod tests {
     use super::*;
 
-    fn outcome(result: Result<&str, &str>, worker: Option<Worker>) -> Outcome {
-        Outcome {
+    fn outcome(result: Result<&str, &str>, worker: Option<Worker>) -> Record {
+        Record {
             index: 3,
             input: "in\tput".into(),
             result: result.map(str::to_string).map_err(str::to_string),
@@ -220,9 +220,9 @@ mod tests {
     #[test]
     fn text_lines() {
         let o = outcome(Ok("a\nb"), None);
-        assert_eq!(format_line(&o, Format::Text), "in\\tput\ta\\nb");
+        assert_eq!(format_line(&o, OutputFormat::Text), "in\\tput\ta\\nb");
         let o = outcome(Err("bad"), None);
-        assert_eq!(format_line(&o, Format::Text), "in\\tput\tERROR: bad");
+        assert_eq!(format_line(&o, OutputFormat::Text), "in\\tput\tERROR: bad");
         let long = "x".repeat(500);
         assert!(escape_line(&long, Some(200)).ends_with("… (500 bytes)"));
     }
@@ -230,7 +230,8 @@ mod tests {
     #[test]
     fn json_lines() {
         let o = outcome(Ok("out"), Some(Worker::Pid(42)));
-        let v: serde_json::Value = serde_json::from_str(&format_line(&o, Format::Json)).unwrap();
+        let v: serde_json::Value =
+            serde_json::from_str(&format_line(&o, OutputFormat::Json)).unwrap();
         assert_eq!(v["index"], 3);
         assert_eq!(v["input"], "in\tput");
         assert_eq!(v["ok"], true);
@@ -239,7 +240,8 @@ mod tests {
         assert_eq!(v["ms"], 1.235);
         assert!(v.get("error").is_none());
         let o = outcome(Err("e"), Some(Worker::Thread("w-1".into())));
-        let v: serde_json::Value = serde_json::from_str(&format_line(&o, Format::Json)).unwrap();
+        let v: serde_json::Value =
+            serde_json::from_str(&format_line(&o, OutputFormat::Json)).unwrap();
         assert_eq!(v["ok"], false);
         assert_eq!(v["error"], "e");
         assert_eq!(v["worker"], "w-1");

@@ -10,14 +10,11 @@ use std::time::Duration;
 use poolrun::{GilMode, Mode, PoolConfig};
 
 use crate::args::{FormatArg, ModeArg, OnOff, ProgressArg, RunArgs};
+use crate::flags;
 use crate::registry::{Registry, TaskKind};
 
 /// The mode used when `--mode` is not given.
 pub const DEFAULT_MODE: Mode = Mode::Process;
-
-/// The most workers `-j` accepts (the same limit as `PoolConfig::validate`, checked here
-/// first so the message names `-j`).
-pub const MAX_JOBS: usize = 4096;
 
 /// A usage error: the message for stderr (exit status 2).
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -34,7 +31,7 @@ pub enum InputSpec {
 
 /// Output format.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Format {
+pub enum OutputFormat {
     /// Tab-separated text.
     Text,
     /// JSON lines.
@@ -59,7 +56,7 @@ pub struct RunPlan {
     /// Results in completion order.
     pub unordered: bool,
     /// Output format.
-    pub format: Format,
+    pub format: OutputFormat,
     /// Draw a progress bar on stderr.
     pub progress: bool,
     /// Warnings to print before running (not errors).
@@ -88,7 +85,7 @@ pub fn plan(args: RunArgs, registry: &Registry) -> Result<RunPlan, UsageError> {
         };
         return usage(format!(
             "unknown task {}{hint}",
-            crate::tasks::show(&task_name)
+            crate::text::show(&task_name)
         ));
     };
     let def = registry
@@ -129,25 +126,12 @@ pub fn plan(args: RunArgs, registry: &Registry) -> Result<RunPlan, UsageError> {
 
     let mut config = PoolConfig::new().daemon(true);
     if let Some(j) = args.jobs {
-        if j == 0 {
-            return usage("-j 0: a pool needs at least 1 worker");
-        }
-        if j > MAX_JOBS {
-            return usage(format!("-j {j}: too many workers (at most {MAX_JOBS})"));
-        }
-        config = config.workers(j);
+        config = config.workers(flags::workers("-j", j).map_err(UsageError)?);
     }
 
     let switch_interval = match args.switch_interval {
         None => Duration::from_millis(5),
-        Some(ms) if ms.is_finite() && ms > 0.0 && ms <= 60_000.0 => {
-            Duration::from_secs_f64(ms / 1000.0)
-        }
-        Some(ms) => {
-            return usage(format!(
-                "--switch-interval {ms}: must be more than 0 and at most 60000 milliseconds"
-            ))
-        }
+        Some(ms) => flags::switch_interval("--switch-interval", ms).map_err(UsageError)?,
     };
     match args.gil {
         OnOff::On => config = config.gil(GilMode::On { switch_interval }),
@@ -159,14 +143,7 @@ pub fn plan(args: RunArgs, registry: &Registry) -> Result<RunPlan, UsageError> {
     }
 
     if let Some(secs) = args.timeout {
-        match Duration::try_from_secs_f64(secs) {
-            Ok(d) if secs > 0.0 && !d.is_zero() => config = config.task_timeout(Some(d)),
-            _ => {
-                return usage(format!(
-                    "--timeout {secs}: must be a positive, finite number of seconds"
-                ))
-            }
-        }
+        config = config.task_timeout(Some(flags::seconds("--timeout", secs).map_err(UsageError)?));
     }
 
     if let Err(e) = config.validate() {
@@ -188,8 +165,8 @@ pub fn plan(args: RunArgs, registry: &Registry) -> Result<RunPlan, UsageError> {
         inputs,
         unordered: args.unordered,
         format: match args.format {
-            FormatArg::Text => Format::Text,
-            FormatArg::Json => Format::Json,
+            FormatArg::Text => OutputFormat::Text,
+            FormatArg::Json => OutputFormat::Json,
         },
         progress,
         warnings,

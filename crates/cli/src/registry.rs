@@ -163,17 +163,6 @@ impl Registry {
         Registry::default()
     }
 
-    /// The built-in tasks (see `poolrun tasks`).
-    pub fn builtin() -> Self {
-        let mut r = Registry::new();
-        for def in crate::tasks::builtin_defs() {
-            // The built-in names are valid and distinct; `add` cannot fail for them, and if
-            // a future edit broke that, the task is simply missing from the list.
-            let _ = r.add(def);
-        }
-        r
-    }
-
     /// Register a one-argument task: `poolrun NAME ARG...` runs `f(arg)` for every ARG.
     pub fn register(
         &mut self,

@@ -16,7 +16,7 @@ use poolrun::{Executor, Pool, TaskError, TaskFuture};
 
 use crate::exec;
 use crate::input::{spawn_stdin_reader, StdinItem};
-use crate::output::{format_line, print_line, Outcome, Progress};
+use crate::output::{format_line, print_line, Progress, Record};
 use crate::plan::{InputSpec, RunPlan};
 use crate::registry::{run_one, Req, TaskOutput, Worker};
 use crate::signals::{self, SignalWatch};
@@ -35,7 +35,7 @@ pub(crate) fn window(workers: usize) -> usize {
 /// anyway.
 const STOP_BOUND: Duration = Duration::from_secs(5);
 
-struct Slot {
+struct InFlight {
     input: String,
     fut: TaskFuture<TaskOutput>,
     done: bool,
@@ -47,7 +47,7 @@ enum Inputs {
     Done,
 }
 
-enum End {
+enum RunEnd {
     Finished,
     Signal(i32),
     BrokenPipe,
@@ -60,9 +60,9 @@ struct Counts {
     failed: u64,
 }
 
-fn to_outcome(index: usize, input: String, r: Result<TaskOutput, TaskError>) -> Outcome {
+fn to_outcome(index: usize, input: String, r: Result<TaskOutput, TaskError>) -> Record {
     match r {
-        Ok(out) => Outcome {
+        Ok(out) => Record {
             index,
             input,
             result: out.result,
@@ -74,7 +74,7 @@ fn to_outcome(index: usize, input: String, r: Result<TaskOutput, TaskError>) -> 
                 TaskError::WorkerDied { pid, .. } => Some(Worker::Pid(*pid)),
                 _ => None,
             };
-            Outcome {
+            Record {
                 index,
                 input,
                 result: Err(e.to_string()),
@@ -143,12 +143,12 @@ pub(crate) fn run(plan: RunPlan) -> i32 {
     let progress = Progress::new(plan.progress, total);
 
     let (done_tx, done_rx) = unbounded::<usize>();
-    let mut slots: HashMap<usize, Slot> = HashMap::new();
+    let mut slots: HashMap<usize, InFlight> = HashMap::new();
     let mut next_print = 0usize;
     let mut counts = Counts::default();
     let mut stdin_error: Option<String> = None;
 
-    let submit = |slots: &mut HashMap<usize, Slot>,
+    let submit = |slots: &mut HashMap<usize, InFlight>,
                   counts: &mut Counts,
                   input: String,
                   bad: Option<String>| {
@@ -166,7 +166,7 @@ pub(crate) fn run(plan: RunPlan) -> i32 {
         });
         slots.insert(
             index,
-            Slot {
+            InFlight {
                 input,
                 fut,
                 done: false,
@@ -176,7 +176,7 @@ pub(crate) fn run(plan: RunPlan) -> i32 {
     };
 
     // Print every finished slot that may be printed now.
-    let emit = |slots: &mut HashMap<usize, Slot>,
+    let emit = |slots: &mut HashMap<usize, InFlight>,
                 counts: &mut Counts,
                 next_print: &mut usize,
                 finished: &[usize]|
@@ -219,7 +219,7 @@ pub(crate) fn run(plan: RunPlan) -> i32 {
             }
         }
         if matches!(inputs, Inputs::Done) && slots.is_empty() {
-            break End::Finished;
+            break RunEnd::Finished;
         }
         let no_input = never();
         let in_rx = match &inputs {
@@ -238,7 +238,7 @@ pub(crate) fn run(plan: RunPlan) -> i32 {
             }
             recv(sig_rx) -> m => {
                 if let Ok(sig) = m {
-                    break 'run End::Signal(sig);
+                    break 'run RunEnd::Signal(sig);
                 }
             }
             recv(in_rx) -> m => match m {
@@ -260,14 +260,14 @@ pub(crate) fn run(plan: RunPlan) -> i32 {
             }
         }
         if emit(&mut slots, &mut counts, &mut next_print, &finished).is_err() {
-            break End::BrokenPipe;
+            break RunEnd::BrokenPipe;
         }
     };
     progress.clear();
     drop(done_tx);
 
     match end {
-        End::Finished => {
+        RunEnd::Finished => {
             drop(signals);
             let stopped = stop_pool(pool, STOP_BOUND);
             if !stopped {
@@ -286,7 +286,7 @@ pub(crate) fn run(plan: RunPlan) -> i32 {
             }
             0
         }
-        End::BrokenPipe => {
+        RunEnd::BrokenPipe => {
             for s in slots.values() {
                 s.fut.cancel();
             }
@@ -296,7 +296,7 @@ pub(crate) fn run(plan: RunPlan) -> i32 {
             drop(signals);
             EXIT_BROKEN_PIPE
         }
-        End::Signal(sig) => {
+        RunEnd::Signal(sig) => {
             let mut cancelled = 0u64;
             let mut running = 0u64;
             let mut unprinted = 0u64;

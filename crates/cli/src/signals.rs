@@ -27,13 +27,13 @@ static SEEN: AtomicU32 = AtomicU32::new(0);
 /// Called before the immediate exit on a second signal.
 static ON_SECOND: Mutex<Option<fn()>> = Mutex::new(None);
 
-struct Watcher {
+struct SignalWatcher {
     rx: Receiver<i32>,
 }
 
-static WATCHER: OnceLock<Result<Watcher, String>> = OnceLock::new();
+static WATCHER: OnceLock<Result<SignalWatcher, String>> = OnceLock::new();
 
-fn watcher() -> &'static Result<Watcher, String> {
+fn watcher() -> &'static Result<SignalWatcher, String> {
     WATCHER.get_or_init(|| {
         let mut signals = Signals::new([SIGINT, SIGTERM]).map_err(|e| e.to_string())?;
         let (tx, rx): (Sender<i32>, Receiver<i32>) = unbounded();
@@ -59,7 +59,7 @@ fn watcher() -> &'static Result<Watcher, String> {
                 }
             })
             .map_err(|e| e.to_string())?;
-        Ok(Watcher { rx })
+        Ok(SignalWatcher { rx })
     })
 }
 

@@ -225,6 +225,16 @@ fn timeout_fails_task(mode: &str) {
     assert!(start.elapsed() < Duration::from_secs(15));
 }
 
+/// A timeout too large for the clock (`1e19` seconds) means "no deadline": it used to
+/// overflow `Instant + Duration` in every thread-mode worker (issue 9, bug 5).
+fn huge_timeout_is_no_deadline(mode: &str) {
+    let o = run(&["--mode", mode, "--timeout", "1e19", "sleep", "10", "20"]);
+    assert_no_panic(&o);
+    assert_eq!(o.code, Some(0), "{o:?}");
+    assert_eq!(o.lines().len(), 2, "{o:?}");
+    assert!(o.lines()[0].starts_with("10\t"), "{o:?}");
+}
+
 fn timeout_kills_exec_command(mode: &str) {
     // A duration unique to this test run, to find the `sleep` in /proc afterwards.
     let secs = format!(
@@ -285,6 +295,7 @@ both_modes! {
     sha256 => sha256_files;
     timeout => timeout_fails_task;
     timeout_exec => timeout_kills_exec_command;
+    timeout_huge => huge_timeout_is_no_deadline;
     gil => gil_on;
 }
 

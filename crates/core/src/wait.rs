@@ -209,7 +209,7 @@ impl<R> fmt::Debug for AsCompleted<R> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::backend::task_pair;
+    use crate::future::task_pair;
     use std::time::Instant;
 
     #[test]

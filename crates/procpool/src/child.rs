@@ -189,19 +189,19 @@ fn main_loop(
             &mut pending,
             tx,
         ) {
-            Step::Continue => {}
-            Step::Exit => {
+            BatchEnd::Continue => {}
+            BatchEnd::Exit => {
                 // Shared-memory handles in the results name this process's fds: stay until
                 // the parent has mapped them (at once when there are none).
                 poolrun_core::shm::wait_pins_released(Duration::from_secs(5));
                 return 0;
             }
-            Step::ParentGone => return 0,
+            BatchEnd::ParentGone => return 0,
         }
     }
 }
 
-enum Step {
+enum BatchEnd {
     Continue,
     Exit,
     ParentGone,
@@ -217,7 +217,7 @@ fn run_batch(
     scratch: &mut Vec<u8>,
     pending: &mut Pending,
     tx: &IpcSender<FromWorker>,
-) -> Step {
+) -> BatchEnd {
     // SAFETY: invariant T1 (transport.rs): the address was made by `task_addrs` in the
     // parent this process was forked from, and arrived over the pool's private channel.
     #[allow(unsafe_code)]
@@ -256,14 +256,14 @@ fn run_batch(
             || now.saturating_sub(last_flush) >= FLUSH_EVERY_NS
         {
             if !pending.flush(tx) {
-                return Step::ParentGone;
+                return BatchEnd::ParentGone;
             }
             last_flush = sys::now_ns();
         }
         if quota_hit || killed {
             // (killed: the parent re-queues the items after this one.)
-            return Step::Exit;
+            return BatchEnd::Exit;
         }
     }
-    Step::Continue
+    BatchEnd::Continue
 }

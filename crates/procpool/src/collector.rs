@@ -28,8 +28,8 @@ use crate::child::EXIT_UNSAFE_FORK;
 use crate::exitwatch;
 use crate::item::{Batch, Item};
 use crate::link::Link;
-use crate::pool::PoolShared;
 use crate::scheduler::WorkerLink;
+use crate::shared::PoolShared;
 use crate::spawn::{self, Lifeline, WorkerHandle};
 use crate::status::StatusPage;
 use crate::sys::{self, ExitInfo};
@@ -41,7 +41,7 @@ const EXIT_GRACE: Duration = Duration::from_secs(2);
 const MAX_REQUEUES: u32 = 16;
 
 /// How a worker's life ended, as its collector saw it.
-enum End {
+enum WorkerEnd {
     /// Its result channel closed (it exited or died) or broke.
     Gone,
     /// It exceeded `task_timeout` running this item and was killed.
@@ -150,7 +150,7 @@ fn life(pool: &Arc<PoolShared>, idx: usize, w: Started) {
             poolrun_core::backend::panic_message(&*p)
         );
         sys::kill_worker(pid); // not reaped yet: it is ours (F3)
-        (End::Gone, true)
+        (WorkerEnd::Gone, true)
     });
     // Detach first: nothing is sent to this worker any more and the scheduler no longer
     // signals it; then the exit watcher lets go of it; only then is the pid reaped (F3).
@@ -158,7 +158,7 @@ fn life(pool: &Arc<PoolShared>, idx: usize, w: Started) {
     drop(watch);
     let killing = pool.lock().is_killing();
     let grace = match end {
-        End::Gone | End::InitFailed(_) if !killing => EXIT_GRACE,
+        WorkerEnd::Gone | WorkerEnd::InitFailed(_) if !killing => EXIT_GRACE,
         _ => Duration::ZERO,
     };
     let info = sys::reap(pid, grace);
@@ -182,7 +182,7 @@ fn receive(
     rx: &IpcReceiver<FromWorker>,
     status: &StatusPage,
     pid: Pid,
-) -> (End, bool) {
+) -> (WorkerEnd, bool) {
     let mut ready = false;
     loop {
         // With a task timeout, wake at the running item's deadline, or — nothing running
@@ -198,7 +198,7 @@ fn receive(
                     let now = sys::now_ns();
                     if now >= deadline {
                         sys::kill_worker(pid); // ours, not reaped (F3)
-                        return (End::TimedOut(running), ready);
+                        return (WorkerEnd::TimedOut(running), ready);
                     }
                     Some(Duration::from_nanos(deadline - now))
                 } else {
@@ -215,16 +215,16 @@ fn receive(
                 ready = true;
                 pool.startup_succeeded();
             }
-            Ok(FromWorker::InitFailed(msg)) => return (End::InitFailed(msg), ready),
+            Ok(FromWorker::InitFailed(msg)) => return (WorkerEnd::InitFailed(msg), ready),
             Ok(FromWorker::Results(res)) => deliver(pool, idx, generation, status, &res),
             Err(TryRecvError::Empty) => {}
-            Err(TryRecvError::IpcError(IpcError::Disconnected)) => return (End::Gone, ready),
+            Err(TryRecvError::IpcError(IpcError::Disconnected)) => return (WorkerEnd::Gone, ready),
             Err(TryRecvError::IpcError(e)) => {
                 eprintln!(
                     "poolrun: receiving from worker {pid} failed ({e}); replacing the worker"
                 );
                 sys::kill_worker(pid); // ours, not reaped (F3)
-                return (End::Gone, ready);
+                return (WorkerEnd::Gone, ready);
             }
         }
     }
@@ -288,7 +288,7 @@ fn settle(
     pool: &Arc<PoolShared>,
     idx: usize,
     held: Vec<Batch>,
-    end: End,
+    end: WorkerEnd,
     running: u64,
     pid: Pid,
     info: ExitInfo,
@@ -297,7 +297,7 @@ fn settle(
 ) {
     let pid = u32::try_from(pid.as_raw()).unwrap_or(0);
     let blamed = match &end {
-        End::TimedOut(id) => *id,
+        WorkerEnd::TimedOut(id) => *id,
         _ => running,
     };
     let mut back = Vec::new();
@@ -308,11 +308,11 @@ fn settle(
         for mut item in items {
             let err = if killing {
                 Some(TaskError::Shutdown)
-            } else if let End::InitFailed(msg) = &end {
+            } else if let WorkerEnd::InitFailed(msg) = &end {
                 Some(TaskError::Initializer(msg.clone()))
             } else if blamed != 0 && item.id == blamed {
                 Some(match (&end, pool.task_timeout) {
-                    (End::TimedOut(_), Some(after)) => TaskError::TimedOut { after },
+                    (WorkerEnd::TimedOut(_), Some(after)) => TaskError::TimedOut { after },
                     _ => died(pid, info),
                 })
             } else {
@@ -329,7 +329,7 @@ fn settle(
             back.push(b);
         }
     }
-    if let End::InitFailed(msg) = &end {
+    if let WorkerEnd::InitFailed(msg) = &end {
         pool.report_init_failure(pid, msg);
         let err = TaskError::Initializer(msg.clone());
         pool.with_sched(|s| s.poison(idx, err));
@@ -340,7 +340,7 @@ fn settle(
     }
     refused.into_iter().for_each(|(b, e)| b.fail_all(&e));
     match end {
-        End::InitFailed(_) => {}
+        WorkerEnd::InitFailed(_) => {}
         _ if !ready && info.code == Some(EXIT_UNSAFE_FORK) => {
             // Not the worker's fault: it was forked while a host thread was inside a panic
             // hook. Fork again (bounded separately, see `PoolShared::unsafe_fork`).

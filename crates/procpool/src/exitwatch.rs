@@ -21,24 +21,24 @@ use rustix::event::epoll;
 
 use crate::sys;
 
-struct Watcher {
+struct ExitWatcher {
     epoll: OwnedFd,
     /// Registered workers: key → (pidfd, pid). Closing a pidfd removes it from the set.
     entries: Mutex<HashMap<u64, (OwnedFd, Pid)>>,
     next: Mutex<u64>,
 }
 
-impl Watcher {
+impl ExitWatcher {
     fn entries(&self) -> MutexGuard<'_, HashMap<u64, (OwnedFd, Pid)>> {
         self.entries.lock().unwrap_or_else(|p| p.into_inner())
     }
 }
 
-fn watcher() -> Option<&'static Watcher> {
-    static W: OnceLock<Option<&'static Watcher>> = OnceLock::new();
+fn watcher() -> Option<&'static ExitWatcher> {
+    static W: OnceLock<Option<&'static ExitWatcher>> = OnceLock::new();
     *W.get_or_init(|| {
         let epoll = epoll::create(epoll::CreateFlags::CLOEXEC).ok()?;
-        let w: &'static Watcher = Box::leak(Box::new(Watcher {
+        let w: &'static ExitWatcher = Box::leak(Box::new(ExitWatcher {
             epoll,
             entries: Mutex::new(HashMap::new()),
             next: Mutex::new(1),
@@ -51,7 +51,7 @@ fn watcher() -> Option<&'static Watcher> {
     })
 }
 
-fn run(w: &'static Watcher) {
+fn run(w: &'static ExitWatcher) {
     let mut events: Vec<epoll::Event> = Vec::with_capacity(32);
     loop {
         events.clear();

@@ -14,8 +14,8 @@
 //!   spawner thread plus a lifeline pipe).
 //!
 //! The fork protocol, the fork-safety rules, the dispatch rules and what happens on each
-//! kind of death are in this crate's `README.md`. Files: `pool.rs` (the handle, shared
-//! state), `scheduler.rs` (dispatch, no I/O), `link.rs` (sending to one worker),
+//! kind of death are in this crate's `README.md`. Files: `pool.rs` (the handle), `shared.rs` (the
+//! state the handle and the collectors share), `scheduler.rs` (dispatch, no I/O), `link.rs` (sending to one worker),
 //! `collector.rs` (one worker's life in the parent), `item.rs` (tasks and batches),
 //! `transport.rs` (messages, fn-pointer transport), `spawn.rs` (the spawner thread, fork),
 //! `child.rs` (the worker process), `status.rs` (the shared status page), `exitwatch.rs`
@@ -31,6 +31,7 @@ mod item;
 mod link;
 mod pool;
 mod scheduler;
+mod shared;
 mod spawn;
 mod status;
 mod sys;

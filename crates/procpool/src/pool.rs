@@ -1,230 +1,23 @@
-//! [`ProcessPool`]: the public handle and its lifecycle (build, submit, shutdown, drop), and
-//! [`PoolShared`], what the handle, the collectors and the futures' kill route share: the
-//! scheduler behind its lock, the worker set-up, the restart-intensity counters.
+//! [`ProcessPool`]: the public handle and its lifecycle (build, submit, shutdown, drop). The
+//! state it shares with its collectors is in `shared.rs`.
 
-use std::collections::VecDeque;
 use std::fmt;
-use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::{Arc, Mutex, MutexGuard, Weak};
+use std::sync::Arc;
 use std::time::Duration;
 
-use poolrun_core::backend::{
-    default_window, task_pair, BatchSubmit, Dispatch, ErasedPromise, InitReport, KillRoute, Route,
-    ThreadSet,
-};
+use poolrun_core::backend::{default_window, BatchSubmit, Dispatch};
 use poolrun_core::{
-    codec, Deadline, Executor, Mode, Payload, PoolConfig, PoolError, TaskError, TaskFuture,
+    Deadline, Executor, Mode, Payload, PoolConfig, PoolError, TaskError, TaskFuture,
 };
 
 use crate::child::WorkerSetup;
 use crate::collector;
-use crate::item::{self, Batch, Item};
-use crate::link::Link;
-use crate::scheduler::{Action, Scheduler, WorkerLink};
+use crate::shared::PoolShared;
 use crate::spawn;
 use crate::sys;
-use crate::transport::{self, Arg};
 
-/// More than this many workers in a row dying before they became ready breaks the pool
-/// (the restart-intensity limit; an OTP supervisor's `intensity`).
-pub(crate) const RESTART_LIMIT: usize = 5;
-/// More than this many workers in a row forked while the host was inside a panic hook
-/// breaks the pool.
-const UNSAFE_FORK_LIMIT: usize = 50;
 /// How long a daemon pool's drop waits for its threads after killing the workers.
 const DROP_JOIN_LIMIT: Duration = Duration::from_secs(10);
-
-/// State shared by the pool handle, its collectors and its futures' kill route.
-pub(crate) struct PoolShared {
-    sched: Mutex<Scheduler<Link>>,
-    pub setup: Arc<WorkerSetup>,
-    pub task_timeout: Option<Duration>,
-    /// Workers in a row that died before becoming ready.
-    startup_failures: AtomicUsize,
-    /// Workers in a row that found the panic machinery locked at fork.
-    unsafe_forks: AtomicUsize,
-    init_report: InitReport,
-    threads: ThreadSet,
-    me: Weak<PoolShared>,
-}
-
-impl PoolShared {
-    pub(crate) fn lock(&self) -> MutexGuard<'_, Scheduler<Link>> {
-        self.sched.lock().unwrap_or_else(|p| p.into_inner())
-    }
-
-    /// Run `f` on the scheduler, then dispatch, all under its lock; then, with the lock
-    /// released, send what the scheduler decided (in its order, see `link.rs`) and fail
-    /// what it refused. The one way state changes in this pool.
-    pub(crate) fn with_sched<T>(&self, f: impl FnOnce(&mut Scheduler<Link>) -> T) -> T {
-        let mut s = self.lock();
-        let t = f(&mut s);
-        let mut links: Vec<Arc<Link>> = Vec::new();
-        let mut fails = Vec::new();
-        for a in s.dispatch() {
-            match a {
-                Action::Send(link, msg) => {
-                    link.post(msg);
-                    if !links.iter().any(|l| Arc::ptr_eq(l, &link)) {
-                        links.push(link);
-                    }
-                }
-                Action::Fail(b, e) => fails.push((b, e)),
-            }
-        }
-        drop(s);
-        for l in links {
-            if !l.flush() {
-                // Gone or broken: kill it (if still attached) so its collector replaces it
-                // and re-queues what it held.
-                let s = self.lock();
-                if s.is_attached(&l) {
-                    l.kill();
-                }
-            }
-        }
-        for (b, e) in fails {
-            b.fail_all(&e);
-        }
-        t
-    }
-
-    /// A worker got ready (or finished a task): the restart counters start over.
-    pub(crate) fn startup_succeeded(&self) {
-        if self.startup_failures.load(Ordering::Relaxed) != 0 {
-            self.startup_failures.store(0, Ordering::Relaxed);
-        }
-        if self.unsafe_forks.load(Ordering::Relaxed) != 0 {
-            self.unsafe_forks.store(0, Ordering::Relaxed);
-        }
-    }
-
-    /// A worker died before it became ready (or could not be forked). Returns how many in a
-    /// row; past [`RESTART_LIMIT`] the pool is broken.
-    pub(crate) fn startup_failure(&self, why: &str) -> usize {
-        let n = self.startup_failures.fetch_add(1, Ordering::SeqCst) + 1;
-        if n > RESTART_LIMIT {
-            self.break_pool(&format!(
-                "{n} workers in a row failed to start (last: {why}); not respawning"
-            ));
-        }
-        n
-    }
-
-    /// A worker exited because it was forked while the host was inside a panic hook.
-    /// Retried without the restart back-off; only a long run of these breaks the pool.
-    pub(crate) fn unsafe_fork(&self) {
-        let n = self.unsafe_forks.fetch_add(1, Ordering::SeqCst) + 1;
-        if n > UNSAFE_FORK_LIMIT {
-            self.break_pool(&format!(
-                "{n} workers in a row were forked while the host was inside a panic hook; \
-                 not respawning"
-            ));
-        }
-    }
-
-    /// Give up on the pool: every queued and later task fails with `Broken`.
-    pub(crate) fn break_pool(&self, msg: &str) {
-        let Some(batches) = self.with_sched(|s| s.set_broken(msg)) else {
-            return;
-        };
-        eprintln!("poolrun: process pool broken: {msg}");
-        let err = TaskError::Broken(msg.to_string());
-        for b in batches {
-            b.fail_all(&err);
-        }
-    }
-
-    /// Report an initializer failure once per pool.
-    pub(crate) fn report_init_failure(&self, pid: u32, msg: &str) {
-        self.init_report.once(|| {
-            format!(
-                "poolrun: worker initializer failed in worker {pid}: {msg}; tasks given to a \
-                 worker whose initializer failed fail with TaskError::Initializer (not respawning)"
-            )
-        });
-    }
-
-    fn route(&self, id: u64) -> Route {
-        let weak: Weak<dyn KillRoute> = self.me.clone();
-        Route::new(weak, id)
-    }
-
-    /// Queue one batch of `f` over `args`; one future per argument.
-    fn submit_batch<A: Payload, R: Payload>(
-        &self,
-        f: fn(A) -> R,
-        args: Vec<A>,
-    ) -> Vec<TaskFuture<R>> {
-        let (trampoline, func) = transport::task_addrs(f);
-        let mut futures = Vec::with_capacity(args.len());
-        let mut items = VecDeque::with_capacity(args.len());
-        for a in args {
-            let id = item::next_id();
-            let (p, fut) = task_pair::<R>(Some(self.route(id)));
-            // Encoding (and a big argument's copy into its memfd) happens here, in the
-            // submitting thread, outside every lock.
-            match codec::encode(&a) {
-                Ok(bytes) => {
-                    items.push_back(Item::new(id, Arg::new(bytes), ErasedPromise::from(p)))
-                }
-                Err(e) => p.complete(Err(e)),
-            }
-            futures.push(fut);
-        }
-        if !items.is_empty() {
-            let batch = Batch {
-                trampoline,
-                func,
-                items,
-            };
-            if let Err((b, e)) = self.with_sched(|s| s.push(batch)) {
-                b.fail_all(&e);
-            }
-        }
-        futures
-    }
-
-    /// Stop accepting work; with `cancel_pending`, cancel what has not started (items put
-    /// back after a crash have started: they stay queued and run).
-    fn close(&self, cancel_pending: bool) {
-        let batches = self.with_sched(|s| s.close(cancel_pending));
-        let mut keep = Vec::new();
-        for mut b in batches {
-            let items = std::mem::take(&mut b.items);
-            b.items = items.into_iter().filter(|it| !it.cancel()).collect();
-            if !b.items.is_empty() {
-                keep.push(b);
-            }
-        }
-        if !keep.is_empty() {
-            for (b, e) in self.with_sched(|s| s.requeue_front(keep)) {
-                b.fail_all(&e);
-            }
-        }
-    }
-
-    /// Daemon teardown: cancel what is queued, kill every worker now; running tasks fail
-    /// with [`TaskError::Shutdown`] (their collectors do that).
-    fn kill(&self) {
-        let batches = self.with_sched(|s| s.kill_all());
-        for b in batches {
-            for it in b.items {
-                if !it.cancel() {
-                    it.fail(TaskError::Shutdown);
-                }
-            }
-        }
-    }
-}
-
-impl KillRoute for PoolShared {
-    fn kill(&self, task: u64) {
-        // Under the scheduler lock: the worker found holding it is attached, so its pid is
-        // not reaped (F3) when `kill_item` signals it.
-        self.lock().kill_item(task);
-    }
-}
 
 /// A pool of forked worker processes with the [`Executor`] API.
 ///
@@ -294,16 +87,7 @@ impl ProcessPool {
             }
             return Err(e);
         }
-        let shared = Arc::new_cyclic(|me| PoolShared {
-            sched: Mutex::new(Scheduler::new(n, cfg.get_max_tasks_per_child())),
-            setup,
-            task_timeout: cfg.get_task_timeout(),
-            startup_failures: AtomicUsize::new(0),
-            unsafe_forks: AtomicUsize::new(0),
-            init_report: InitReport::default(),
-            threads: ThreadSet::new(),
-            me: me.clone(),
-        });
+        let shared = PoolShared::new(n, setup, cfg.get_task_timeout());
         let pool = ProcessPool {
             shared: shared.clone(),
             workers: n,

@@ -96,7 +96,7 @@ impl<L: WorkerLink> Attached<L> {
 }
 
 #[derive(Default)]
-struct Entry<L> {
+struct WorkerEntry<L> {
     attached: Option<Attached<L>>,
     generation: u64,
     /// This worker's initializer failed: every batch it takes fails with this error.
@@ -107,7 +107,7 @@ struct Entry<L> {
 pub(crate) struct Scheduler<L> {
     queue: VecDeque<Batch>,
     queued_items: usize,
-    entries: Vec<Entry<L>>,
+    entries: Vec<WorkerEntry<L>>,
     max_tasks: Option<usize>,
     closed: bool,
     killing: bool,
@@ -122,7 +122,7 @@ impl<L: WorkerLink> Scheduler<L> {
             queue: VecDeque::new(),
             queued_items: 0,
             entries: (0..workers)
-                .map(|_| Entry {
+                .map(|_| WorkerEntry {
                     attached: None,
                     generation: 0,
                     poisoned: None,

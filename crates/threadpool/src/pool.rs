@@ -14,8 +14,9 @@ use poolrun_core::{
 };
 
 use crate::shared::PoolShared;
+use crate::shared::Work;
 use crate::timer::Timer;
-use crate::work::{Chunk, Single, Work};
+use crate::work::{Chunk, Single};
 use crate::worker;
 
 static POOL_IDS: AtomicU64 = AtomicU64::new(1);

@@ -22,14 +22,32 @@
 use std::fmt;
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, Weak};
+use std::time::Duration;
 
 use crossbeam_channel::{Receiver, Sender, TryRecvError};
-use poolrun_core::backend::{KillRoute, RunWord, ThreadKey, ThreadSet};
+use poolrun_core::backend::{KillRoute, RunWord, ThreadKey, ThreadSet, WorkerRuntime};
 use poolrun_core::gil::Gil;
 use poolrun_core::{PoolConfig, PoolError, TaskError};
 
 use crate::timer::Timer;
-use crate::work::Work;
+
+/// What a worker needs to run a task.
+pub(crate) struct TaskCtx<'a> {
+    pub rt: &'a WorkerRuntime,
+    pub state: &'a Arc<WorkerState>,
+    pub pool: &'a Arc<PoolShared>,
+    /// `(timeout, timer)` when the pool has a `task_timeout`.
+    pub timeout: Option<(Duration, &'a Timer)>,
+}
+
+/// A unit of work in the queue.
+pub(crate) trait Work: Send {
+    /// Run it on a worker. Returns how many tasks actually ran (for `max_tasks_per_child`).
+    fn run(self: Box<Self>, ctx: &TaskCtx<'_>) -> usize;
+    /// It will never run: fail every task not yet started with `err` (`Cancelled` leaves
+    /// them in the cancelled state).
+    fn abandon(self: Box<Self>, err: TaskError);
+}
 
 /// One worker thread's state, shared with the timer and the kill route.
 pub(crate) struct WorkerState {

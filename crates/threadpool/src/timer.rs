@@ -26,12 +26,12 @@ struct Entries {
 }
 
 #[derive(Default)]
-struct Shared {
+struct Deadlines {
     entries: Mutex<Entries>,
     changed: Condvar,
 }
 
-impl Shared {
+impl Deadlines {
     fn lock(&self) -> MutexGuard<'_, Entries> {
         self.entries.lock().unwrap_or_else(|p| p.into_inner())
     }
@@ -39,13 +39,13 @@ impl Shared {
 
 /// The deadline thread.
 pub(crate) struct Timer {
-    shared: Arc<Shared>,
+    shared: Arc<Deadlines>,
     thread: Mutex<Option<std::thread::JoinHandle<()>>>,
 }
 
 impl Timer {
     pub(crate) fn start(name: String) -> std::io::Result<Timer> {
-        let shared: Arc<Shared> = Arc::default();
+        let shared: Arc<Deadlines> = Arc::default();
         let s2 = shared.clone();
         let h = std::thread::Builder::new()
             .name(name)
@@ -98,7 +98,7 @@ impl Timer {
     }
 }
 
-fn run(shared: &Shared) {
+fn run(shared: &Deadlines) {
     let mut e = shared.lock();
     loop {
         if e.stop {

@@ -1,33 +1,15 @@
-//! Type-erased units of queued work: one task ([`Single`]) or a `map` chunk ([`Chunk`]),
-//! and how one task runs on a worker ([`run_one`]).
+//! The units of queued work — one task ([`Single`]) or a `map` chunk ([`Chunk`]) — and how
+//! one task runs on a worker ([`run_one`]).
 
 use std::sync::atomic::{fence, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use poolrun_core::backend::{Promise, WorkerRuntime};
+use poolrun_core::backend::Promise;
 use poolrun_core::{Deadline, TaskError};
 
-use crate::shared::{PoolShared, WorkerState};
-use crate::timer::{Expire, Timer};
-
-/// What a worker needs to run a task.
-pub(crate) struct TaskCtx<'a> {
-    pub rt: &'a WorkerRuntime,
-    pub state: &'a Arc<WorkerState>,
-    pub pool: &'a Arc<PoolShared>,
-    /// `(timeout, timer)` when the pool has a `task_timeout`.
-    pub timeout: Option<(Duration, &'a Timer)>,
-}
-
-/// A unit of work in the queue.
-pub(crate) trait Work: Send {
-    /// Run it on a worker. Returns how many tasks actually ran (for `max_tasks_per_child`).
-    fn run(self: Box<Self>, ctx: &TaskCtx<'_>) -> usize;
-    /// It will never run: fail every task not yet started with `err` (`Cancelled` leaves
-    /// them in the cancelled state).
-    fn abandon(self: Box<Self>, err: TaskError);
-}
+use crate::shared::{PoolShared, TaskCtx, Work, WorkerState};
+use crate::timer::Expire;
 
 /// One task.
 pub(crate) struct Single<A, R> {

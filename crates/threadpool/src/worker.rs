@@ -10,8 +10,7 @@ use std::sync::Arc;
 use poolrun_core::backend::WorkerRuntime;
 use poolrun_core::PoolError;
 
-use crate::shared::{PoolShared, WorkerState};
-use crate::work::TaskCtx;
+use crate::shared::{PoolShared, TaskCtx, WorkerState};
 
 /// Start one more worker thread for `pool`.
 pub(crate) fn spawn(pool: &Arc<PoolShared>) -> Result<(), PoolError> {

@@ -77,7 +77,7 @@ fn thread_token() -> u64 {
 }
 
 /// Everything guarded by the one mutex.
-struct State {
+struct HandOff {
     /// Someone holds the GIL.
     locked: bool,
     /// Bumped each time a thread other than `last_holder` takes the GIL.
@@ -90,12 +90,12 @@ struct State {
     switch_waiters: usize,
 }
 
-struct Inner {
+struct GilCore {
     interval: Duration,
     /// Set by a waiter whose wait timed out; polled by the holder at every checkpoint. Lives
     /// outside the mutex so the checkpoint's common path is one relaxed load.
     drop_request: AtomicBool,
-    state: Mutex<State>,
+    state: Mutex<HandOff>,
     /// Signalled (one waiter) when the GIL is released.
     cond: Condvar,
     /// Signalled (all) when a thread takes the GIL, for forced-switch waiters.
@@ -112,7 +112,7 @@ struct Inner {
 /// [`super::allow_threads`].
 #[derive(Clone)]
 pub struct Gil {
-    inner: Arc<Inner>,
+    inner: Arc<GilCore>,
 }
 
 impl Gil {
@@ -120,10 +120,10 @@ impl Gil {
     /// below 1 µs are raised to 1 µs, as CPython does).
     pub fn new(switch_interval: Duration) -> Self {
         Gil {
-            inner: Arc::new(Inner {
+            inner: Arc::new(GilCore {
                 interval: switch_interval.max(Duration::from_micros(1)),
                 drop_request: AtomicBool::new(false),
-                state: Mutex::new(State {
+                state: Mutex::new(HandOff {
                     locked: false,
                     switch_number: 0,
                     last_holder: 0,
@@ -159,7 +159,7 @@ impl Gil {
         self.inner.drop_request.load(Ordering::Relaxed)
     }
 
-    fn lock_state(&self) -> MutexGuard<'_, State> {
+    fn lock_state(&self) -> MutexGuard<'_, HandOff> {
         // The state is a handful of plain fields updated without panicking code in between,
         // so a poisoned mutex (a panic elsewhere while holding it) still guards valid data.
         self.inner.state.lock().unwrap_or_else(|p| p.into_inner())

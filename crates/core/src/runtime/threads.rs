@@ -13,7 +13,7 @@ use std::thread::{JoinHandle, ThreadId};
 
 use crate::Deadline;
 
-struct Entry {
+struct Member {
     handle: Option<JoinHandle<()>>,
     thread: Option<ThreadId>,
     finished: bool,
@@ -22,19 +22,19 @@ struct Entry {
 
 #[derive(Default)]
 struct Members {
-    entries: HashMap<u64, Entry>,
+    entries: HashMap<u64, Member>,
     next: u64,
     /// Threads detached while still running, over the set's life.
     detached_total: u64,
 }
 
 #[derive(Default)]
-struct Shared {
+struct SetState {
     members: Mutex<Members>,
     changed: Condvar,
 }
 
-impl Shared {
+impl SetState {
     fn lock(&self) -> MutexGuard<'_, Members> {
         self.members.lock().unwrap_or_else(|p| p.into_inner())
     }
@@ -43,7 +43,7 @@ impl Shared {
 /// A set of threads (see the module docs). Cheap to clone: clones share the set.
 #[derive(Clone, Default)]
 pub struct ThreadSet {
-    shared: Arc<Shared>,
+    shared: Arc<SetState>,
 }
 
 /// Identifies one thread of a [`ThreadSet`].
@@ -52,7 +52,7 @@ pub struct ThreadKey(u64);
 
 /// Marks the thread finished when it ends, however it ends.
 struct Finished {
-    shared: Arc<Shared>,
+    shared: Arc<SetState>,
     key: u64,
 }
 
@@ -92,7 +92,7 @@ impl ThreadSet {
             m.next += 1;
             m.entries.insert(
                 key,
-                Entry {
+                Member {
                     handle: None,
                     thread: None,
                     finished: false,

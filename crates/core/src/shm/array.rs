@@ -7,7 +7,7 @@ use std::sync::Arc;
 
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
 
-use super::segment::{Kind, Mapping};
+use super::segment::{Mapping, SegmentKind};
 use super::ShmError;
 
 /// Element types a [`SharedArray`] can hold: plain values that stay meaningful in another
@@ -106,7 +106,7 @@ impl<T: Plain> SharedArray<T> {
         let bytes = len
             .checked_mul(Self::ELEM)
             .ok_or(ShmError::TooLarge { len: usize::MAX })?;
-        let map = Mapping::create(Kind::Array, bytes, Self::ELEM as u32, "")?;
+        let map = Mapping::create(SegmentKind::Array, bytes, Self::ELEM as u32, "")?;
         Ok(SharedArray {
             map,
             len,
@@ -213,7 +213,7 @@ impl<T: Plain> Serialize for SharedArray<T> {
 
 impl<'de, T: Plain> Deserialize<'de> for SharedArray<T> {
     fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-        let map = Mapping::deserialize_handle(d, Kind::Array, Self::ELEM as u32)?;
+        let map = Mapping::deserialize_handle(d, SegmentKind::Array, Self::ELEM as u32)?;
         let len = map.data_len().checked_div(Self::ELEM).unwrap_or(0);
         Ok(SharedArray {
             map,

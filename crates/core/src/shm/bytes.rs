@@ -6,7 +6,7 @@ use std::sync::Arc;
 
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
 
-use super::segment::{Kind, Mapping};
+use super::segment::{Mapping, SegmentKind};
 use super::ShmError;
 
 /// An immutable byte buffer in shared memory: a `Clone` handle (cloning shares, never
@@ -26,7 +26,7 @@ pub struct SharedBytes {
 impl SharedBytes {
     /// Copy `data` into a new shared segment.
     pub fn from_slice(data: &[u8]) -> Result<SharedBytes, ShmError> {
-        let map = Mapping::create(Kind::Bytes, data.len(), 1, "")?;
+        let map = Mapping::create(SegmentKind::Bytes, data.len(), 1, "")?;
         if data.len() >= 1 << 16 {
             map.write_data(data)?;
         } else {
@@ -89,7 +89,7 @@ impl Serialize for SharedBytes {
 
 impl<'de> Deserialize<'de> for SharedBytes {
     fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-        let map = Mapping::deserialize_handle(d, Kind::Bytes, 1)?;
+        let map = Mapping::deserialize_handle(d, SegmentKind::Bytes, 1)?;
         Ok(SharedBytes { map })
     }
 }

@@ -58,7 +58,7 @@ const SITE_MAX: usize = 120;
 /// decoded as an `Event`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[repr(u32)]
-pub(crate) enum Kind {
+pub(crate) enum SegmentKind {
     Bytes = 1,
     Array = 2,
     Lock = 3,
@@ -70,18 +70,18 @@ pub(crate) enum Kind {
     Lockdep = 9,
 }
 
-impl Kind {
+impl SegmentKind {
     fn name(self) -> &'static str {
         match self {
-            Kind::Bytes => "SharedBytes",
-            Kind::Array => "SharedArray",
-            Kind::Lock => "Lock",
-            Kind::RLock => "RLock",
-            Kind::Condition => "Condition",
-            Kind::Event => "Event",
-            Kind::Semaphore => "Semaphore",
-            Kind::Barrier => "Barrier",
-            Kind::Lockdep => "lockdep table",
+            SegmentKind::Bytes => "SharedBytes",
+            SegmentKind::Array => "SharedArray",
+            SegmentKind::Lock => "Lock",
+            SegmentKind::RLock => "RLock",
+            SegmentKind::Condition => "Condition",
+            SegmentKind::Event => "Event",
+            SegmentKind::Semaphore => "Semaphore",
+            SegmentKind::Barrier => "Barrier",
+            SegmentKind::Lockdep => "lockdep table",
         }
     }
 }
@@ -116,7 +116,7 @@ pub(crate) struct Mapping {
     fd: OwnedFd,
     ino: u64,
     id: u64,
-    kind: Kind,
+    kind: SegmentKind,
     data_len: usize,
 }
 
@@ -145,7 +145,7 @@ pub(crate) struct Wire {
     fd: i32,
     ino: u64,
     id: u64,
-    kind: Kind,
+    kind: SegmentKind,
     len: u64,
 }
 
@@ -173,10 +173,10 @@ fn os(op: &'static str) -> impl FnOnce(rustix::io::Errno) -> ShmError {
     }
 }
 
-type Registry = Option<HashMap<u64, Weak<Mapping>>>;
+type MappingTable = Option<HashMap<u64, Weak<Mapping>>>;
 
 /// Per-process registry: segment id → this process's mapping (fork-safe, see forksafe.rs).
-static REGISTRY: ForkSafeMutex<Registry> = ForkSafeMutex::new(None);
+static REGISTRY: ForkSafeMutex<MappingTable> = ForkSafeMutex::new(None);
 /// Segments pinned until a receiver attached.
 static PINS: ForkSafeMutex<Vec<Pin>> = ForkSafeMutex::new(Vec::new());
 
@@ -187,7 +187,7 @@ fn lock_registry() -> MapGuard {
 }
 
 /// The registry map, created on first use.
-struct MapGuard(ForkGuard<'static, Registry>);
+struct MapGuard(ForkGuard<'static, MappingTable>);
 impl std::ops::Deref for MapGuard {
     type Target = HashMap<u64, Weak<Mapping>>;
     fn deref(&self) -> &Self::Target {
@@ -207,7 +207,7 @@ impl Mapping {
     /// Create a new segment of `kind` with `data_len` bytes of zeroed data (plus the header
     /// page). `site` is stored in the header (creation site of sync primitives).
     pub(crate) fn create(
-        kind: Kind,
+        kind: SegmentKind,
         data_len: usize,
         elem_size: u32,
         site: &str,
@@ -331,7 +331,7 @@ impl Mapping {
     /// [`serialize_handle`](Self::serialize_handle).
     pub(crate) fn deserialize_handle<'de, D: serde::Deserializer<'de>>(
         d: D,
-        kind: Kind,
+        kind: SegmentKind,
         elem_size: u32,
     ) -> Result<Arc<Mapping>, D::Error> {
         let w = Wire::deserialize(d)?;
@@ -368,7 +368,7 @@ impl Mapping {
     /// Find or map the segment a [`Wire`] names. `kind` and `elem_size` must match.
     pub(crate) fn from_wire(
         w: &Wire,
-        kind: Kind,
+        kind: SegmentKind,
         elem_size: u32,
     ) -> Result<Arc<Mapping>, ShmError> {
         if w.kind != kind {

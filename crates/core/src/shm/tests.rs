@@ -6,7 +6,7 @@ use super::*;
 use crate::codec;
 
 /// The wire layout of a handle, spelled as a tuple: (pid, fd, inode, id, kind index, len).
-/// Kind indexes: Bytes 0, Array 1.
+/// SegmentKind indexes: Bytes 0, Array 1.
 type Fake = (u32, i32, u64, u64, u32, u64);
 
 fn decode_bytes(w: Fake) -> Result<SharedBytes, crate::TaskError> {

@@ -1,6 +1,6 @@
 //! [`Barrier`]: Python's `threading.Barrier`, process-shared.
 //!
-//! State under an owner-tracking mutex word: arrivals `count`, a generation number `gen`
+//! BarrierState under an owner-tracking mutex word: arrivals `count`, a generation number `gen`
 //! (the futex word parties sleep on), `broken`, and `broken_gen` (the generation that ended
 //! broken, plus one; 0 = none). The last arrival of a generation bumps `gen` and wakes all;
 //! a timeout or `abort()` ends the generation broken, so every party of it gets
@@ -11,13 +11,13 @@ use std::sync::atomic::{AtomicU32, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
-use crate::shm::segment::{Kind, Mapping};
+use crate::shm::segment::{Mapping, SegmentKind};
 
 use super::futex::{self, my_tid, Deadline, RawMutex};
 use super::{handle_impls, state, SharedState, SyncError};
 
 #[repr(C)]
-struct State {
+struct BarrierState {
     m: RawMutex,
     parties: AtomicU32,
     count: AtomicU32,
@@ -26,7 +26,7 @@ struct State {
     broken_gen: AtomicU32,
 }
 // SAFETY: repr(C), AtomicU32s, 28 bytes; `parties` is written by `new` before sharing.
-unsafe impl SharedState for State {}
+unsafe impl SharedState for BarrierState {}
 
 /// A barrier for a fixed number of parties, usable from threads and forked workers.
 ///
@@ -45,7 +45,7 @@ pub struct Barrier {
     map: Arc<Mapping>,
 }
 
-handle_impls!(Barrier, Kind::Barrier);
+handle_impls!(Barrier, SegmentKind::Barrier);
 
 impl Barrier {
     /// A barrier for `parties` (≥ 1) parties.
@@ -59,14 +59,14 @@ impl Barrier {
             })?;
         let site = format!("created at {}", Location::caller());
         let b = Barrier {
-            map: Mapping::create(Kind::Barrier, 0, 0, &site)?,
+            map: Mapping::create(SegmentKind::Barrier, 0, 0, &site)?,
         };
         b.st().parties.store(p, Ordering::Release);
         Ok(b)
     }
 
-    fn st(&self) -> &State {
-        state::<State>(&self.map)
+    fn st(&self) -> &BarrierState {
+        state::<BarrierState>(&self.map)
     }
 
     /// Take the internal lock (held for a few instructions; a holder that died there is

@@ -21,13 +21,13 @@ use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
-use crate::shm::segment::{Kind, Mapping};
+use crate::shm::segment::{Mapping, SegmentKind};
 
 use super::futex::{self, my_tid, Deadline, Locked, RawMutex};
 use super::{handle_impls, lockdep, state, SharedState, SyncError};
 
 #[repr(C)]
-struct State {
+struct ConditionState {
     m: RawMutex,
     /// Waiters not yet notified (under the lock).
     nwait: AtomicU32,
@@ -36,14 +36,14 @@ struct State {
     next_ticket: AtomicU64,
 }
 // SAFETY: repr(C), atomics only, zero = free lock and no waiters, 24 bytes, 8-aligned.
-unsafe impl SharedState for State {}
+unsafe impl SharedState for ConditionState {}
 
 const FREE: u32 = 0;
 const WAITING: u32 = 1;
 const NOTIFIED: u32 = 2;
 
 #[repr(C)]
-struct Slot {
+struct WaiterSlot {
     state: AtomicU32,
     tid: AtomicU32,
     ticket: AtomicU64,
@@ -65,7 +65,7 @@ pub struct Condition {
     map: Arc<Mapping>,
 }
 
-handle_impls!(Condition, Kind::Condition);
+handle_impls!(Condition, SegmentKind::Condition);
 
 /// Holds a [`Condition`]'s lock; releases it on drop. Not `Send`.
 #[must_use = "the lock is released as soon as the guard is dropped"]
@@ -106,13 +106,13 @@ impl Condition {
     #[track_caller]
     pub fn new() -> Result<Condition, SyncError> {
         let site = format!("created at {}", Location::caller());
-        let len = Self::SLOTS_AT + Self::MAX_WAITERS * std::mem::size_of::<Slot>();
-        let map = Mapping::create(Kind::Condition, len, 0, &site)?;
+        let len = Self::SLOTS_AT + Self::MAX_WAITERS * std::mem::size_of::<WaiterSlot>();
+        let map = Mapping::create(SegmentKind::Condition, len, 0, &site)?;
         Ok(Condition { map })
     }
 
-    fn st(&self) -> &State {
-        state::<State>(&self.map)
+    fn st(&self) -> &ConditionState {
+        state::<ConditionState>(&self.map)
     }
 
     /// Threads currently waiting and not yet notified (a snapshot).
@@ -120,11 +120,11 @@ impl Condition {
         self.st().nwait.load(Ordering::Relaxed) as usize
     }
 
-    fn slot(&self, i: usize) -> &Slot {
+    fn slot(&self, i: usize) -> &WaiterSlot {
         assert!(i < Self::MAX_WAITERS);
         // SAFETY: the data area is SLOTS_AT + MAX_WAITERS slots long (see `new`), page
-        // aligned (M1), zero-initialised (a FREE slot); i is in bounds; Slot is atomics.
-        unsafe { &*(self.map.data_ptr().add(Self::SLOTS_AT) as *const Slot).add(i) }
+        // aligned (M1), zero-initialised (a FREE slot); i is in bounds; WaiterSlot is atomics.
+        unsafe { &*(self.map.data_ptr().add(Self::SLOTS_AT) as *const WaiterSlot).add(i) }
     }
 
     /// Take the condition's lock, waiting at most `timeout`. Errors as [`super::Lock::acquire`].

@@ -5,19 +5,19 @@ use std::sync::atomic::{AtomicU32, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
-use crate::shm::segment::{Kind, Mapping};
+use crate::shm::segment::{Mapping, SegmentKind};
 
 use super::futex::{self, Deadline};
 use super::{handle_impls, state, SharedState, SyncError};
 
 #[repr(C)]
-struct State {
+struct EventState {
     flag: AtomicU32,
     /// Threads that may be sleeping (saves the wake syscall when there are none).
     waiters: AtomicU32,
 }
 // SAFETY: repr(C), AtomicU32s, zero = unset with no waiters, 8 bytes.
-unsafe impl SharedState for State {}
+unsafe impl SharedState for EventState {}
 
 /// A flag that can be set, cleared and waited for, from threads and forked workers.
 ///
@@ -35,7 +35,7 @@ pub struct Event {
     map: Arc<Mapping>,
 }
 
-handle_impls!(Event, Kind::Event);
+handle_impls!(Event, SegmentKind::Event);
 
 impl Event {
     /// A new event, not set.
@@ -43,12 +43,12 @@ impl Event {
     pub fn new() -> Result<Event, SyncError> {
         let site = format!("created at {}", std::panic::Location::caller());
         Ok(Event {
-            map: Mapping::create(Kind::Event, 0, 0, &site)?,
+            map: Mapping::create(SegmentKind::Event, 0, 0, &site)?,
         })
     }
 
-    fn st(&self) -> &State {
-        state::<State>(&self.map)
+    fn st(&self) -> &EventState {
+        state::<EventState>(&self.map)
     }
 
     /// Set the flag and wake every waiter.

@@ -6,17 +6,17 @@ use std::panic::Location;
 use std::sync::Arc;
 use std::time::Duration;
 
-use crate::shm::segment::{Kind, Mapping};
+use crate::shm::segment::{Mapping, SegmentKind};
 
 use super::futex::{ids, Deadline, Locked, RawMutex};
-use super::{handle_impls, lockdep, state, Guard, Inner, SharedState, SyncError};
+use super::{handle_impls, lockdep, state, Guard, Held, SharedState, SyncError};
 
 #[repr(C)]
-struct State {
+struct LockState {
     m: RawMutex,
 }
 // SAFETY: repr(C), two AtomicU32s, valid when zeroed (0 = free), 8 bytes.
-unsafe impl SharedState for State {}
+unsafe impl SharedState for LockState {}
 
 /// A mutual-exclusion lock usable from threads and forked workers.
 ///
@@ -35,14 +35,14 @@ pub struct Lock {
     map: Arc<Mapping>,
 }
 
-handle_impls!(Lock, Kind::Lock);
+handle_impls!(Lock, SegmentKind::Lock);
 
 impl Lock {
     /// A new, unlocked lock. Its creation site names it in lockdep reports.
     #[track_caller]
     pub fn new() -> Result<Lock, SyncError> {
         let site = format!("created at {}", Location::caller());
-        let map = Mapping::create(Kind::Lock, lockdep::TABLE_BYTES, 0, &site)?;
+        let map = Mapping::create(SegmentKind::Lock, lockdep::TABLE_BYTES, 0, &site)?;
         Ok(Lock { map })
     }
 
@@ -50,12 +50,12 @@ impl Lock {
     #[track_caller]
     pub fn named(name: &str) -> Result<Lock, SyncError> {
         let site = format!("{name:?}, created at {}", Location::caller());
-        let map = Mapping::create(Kind::Lock, lockdep::TABLE_BYTES, 0, &site)?;
+        let map = Mapping::create(SegmentKind::Lock, lockdep::TABLE_BYTES, 0, &site)?;
         Ok(Lock { map })
     }
 
     fn raw(&self) -> &RawMutex {
-        &state::<State>(&self.map).m
+        &state::<LockState>(&self.map).m
     }
 
     /// Take the lock, waiting at most `timeout` (`None`: forever; `Some(ZERO)`: try once).
@@ -68,7 +68,7 @@ impl Lock {
     pub fn acquire(&self, timeout: Option<Duration>) -> Result<Guard<'_>, SyncError> {
         let (pid, tid) = ids();
         if !lockdep::is_enabled() && self.raw().try_lock_pid(pid, tid) {
-            return Ok(Guard::new(Inner::Lock(self)));
+            return Ok(Guard::new(Held::Lock(self)));
         }
         self.acquire_slow(tid, timeout)
     }
@@ -92,7 +92,7 @@ impl Lock {
         if tracked {
             lockdep::acquired(&self.map, "Lock", site);
         }
-        Ok(Guard::new(Inner::Lock(self)))
+        Ok(Guard::new(Held::Lock(self)))
     }
 
     /// Is the lock held (by anyone)? A snapshot, like Python's `locked()`.

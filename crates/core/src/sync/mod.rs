@@ -152,18 +152,18 @@ pub(crate) use handle_impls;
 /// ```
 #[must_use = "the lock is released as soon as the guard is dropped"]
 pub struct Guard<'a> {
-    inner: Inner<'a>,
+    inner: Held<'a>,
     _not_send: PhantomData<*const ()>,
 }
 
-enum Inner<'a> {
+enum Held<'a> {
     Lock(&'a Lock),
     RLock(&'a RLock),
     Semaphore(&'a Semaphore, usize),
 }
 
 impl<'a> Guard<'a> {
-    fn new(inner: Inner<'a>) -> Guard<'a> {
+    fn new(inner: Held<'a>) -> Guard<'a> {
         Guard {
             inner,
             _not_send: PhantomData,
@@ -175,9 +175,9 @@ impl Drop for Guard<'_> {
     #[inline]
     fn drop(&mut self) {
         match self.inner {
-            Inner::Lock(l) => l.release(),
-            Inner::RLock(l) => l.release(),
-            Inner::Semaphore(s, slot) => s.release(slot),
+            Held::Lock(l) => l.release(),
+            Held::RLock(l) => l.release(),
+            Held::Semaphore(s, slot) => s.release(slot),
         }
     }
 }
@@ -185,9 +185,9 @@ impl Drop for Guard<'_> {
 impl fmt::Debug for Guard<'_> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self.inner {
-            Inner::Lock(l) => f.debug_tuple("Guard").field(l).finish(),
-            Inner::RLock(l) => f.debug_tuple("Guard").field(l).finish(),
-            Inner::Semaphore(s, _) => f.debug_tuple("Guard").field(s).finish(),
+            Held::Lock(l) => f.debug_tuple("Guard").field(l).finish(),
+            Held::RLock(l) => f.debug_tuple("Guard").field(l).finish(),
+            Held::Semaphore(s, _) => f.debug_tuple("Guard").field(s).finish(),
         }
     }
 }

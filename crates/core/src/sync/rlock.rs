@@ -7,19 +7,19 @@ use std::sync::atomic::{AtomicU32, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
-use crate::shm::segment::{Kind, Mapping};
+use crate::shm::segment::{Mapping, SegmentKind};
 
 use super::futex::{my_tid, Deadline, Locked, RawMutex};
-use super::{handle_impls, lockdep, state, Guard, Inner, SharedState, SyncError};
+use super::{handle_impls, lockdep, state, Guard, Held, SharedState, SyncError};
 
 #[repr(C)]
-struct State {
+struct RLockState {
     m: RawMutex,
     /// Recursion depth; only the owner reads or writes it.
     depth: AtomicU32,
 }
 // SAFETY: repr(C), AtomicU32s only, valid when zeroed (free, depth 0), 12 bytes.
-unsafe impl SharedState for State {}
+unsafe impl SharedState for RLockState {}
 
 /// A re-entrant lock usable from threads and forked workers.
 ///
@@ -36,14 +36,14 @@ pub struct RLock {
     map: Arc<Mapping>,
 }
 
-handle_impls!(RLock, Kind::RLock);
+handle_impls!(RLock, SegmentKind::RLock);
 
 impl RLock {
     /// A new, unlocked re-entrant lock.
     #[track_caller]
     pub fn new() -> Result<RLock, SyncError> {
         let site = format!("created at {}", Location::caller());
-        let map = Mapping::create(Kind::RLock, lockdep::TABLE_BYTES, 0, &site)?;
+        let map = Mapping::create(SegmentKind::RLock, lockdep::TABLE_BYTES, 0, &site)?;
         Ok(RLock { map })
     }
 
@@ -51,12 +51,12 @@ impl RLock {
     #[track_caller]
     pub fn named(name: &str) -> Result<RLock, SyncError> {
         let site = format!("{name:?}, created at {}", Location::caller());
-        let map = Mapping::create(Kind::RLock, lockdep::TABLE_BYTES, 0, &site)?;
+        let map = Mapping::create(SegmentKind::RLock, lockdep::TABLE_BYTES, 0, &site)?;
         Ok(RLock { map })
     }
 
-    fn st(&self) -> &State {
-        state::<State>(&self.map)
+    fn st(&self) -> &RLockState {
+        state::<RLockState>(&self.map)
     }
 
     /// Take the lock (again, if this thread holds it), waiting at most `timeout`.
@@ -72,7 +72,7 @@ impl RLock {
             // Only we write depth while we own the lock.
             let d = st.depth.load(Ordering::Relaxed);
             st.depth.store(d.saturating_add(1), Ordering::Relaxed);
-            return Ok(Guard::new(Inner::RLock(self)));
+            return Ok(Guard::new(Held::RLock(self)));
         }
         let tracked = lockdep::is_enabled();
         if tracked {
@@ -84,13 +84,13 @@ impl RLock {
             Locked::Mine => {
                 let d = st.depth.load(Ordering::Relaxed);
                 st.depth.store(d.saturating_add(1), Ordering::Relaxed);
-                return Ok(Guard::new(Inner::RLock(self)));
+                return Ok(Guard::new(Held::RLock(self)));
             }
         }
         if tracked {
             lockdep::acquired(&self.map, "RLock", site);
         }
-        Ok(Guard::new(Inner::RLock(self)))
+        Ok(Guard::new(Held::RLock(self)))
     }
 
     /// Is the lock held by the calling thread?

@@ -8,19 +8,19 @@ use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use crate::shm::segment::{Kind, Mapping};
+use crate::shm::segment::{Mapping, SegmentKind};
 
 use super::futex::{self, ids, tid_alive, Deadline, SLICE_MAX, SLICE_MIN};
-use super::{handle_impls, state, Guard, Inner, SharedState, SyncError};
+use super::{handle_impls, state, Guard, Held, SharedState, SyncError};
 
 #[repr(C)]
-struct State {
+struct SemaphoreState {
     count: AtomicU32,
     waiters: AtomicU32,
     initial: AtomicU32,
 }
 // SAFETY: repr(C), AtomicU32s, 12 bytes; written by `new` before the handle is shared.
-unsafe impl SharedState for State {}
+unsafe impl SharedState for SemaphoreState {}
 
 /// A bounded counting semaphore usable from threads and forked workers: at most `value`
 /// guards exist at once.
@@ -41,7 +41,7 @@ pub struct Semaphore {
     map: Arc<Mapping>,
 }
 
-handle_impls!(Semaphore, Kind::Semaphore);
+handle_impls!(Semaphore, SegmentKind::Semaphore);
 
 /// Slot index meaning "not tracked".
 const UNTRACKED: usize = usize::MAX;
@@ -58,15 +58,15 @@ impl Semaphore {
             .map_err(|_| SyncError::Invalid(format!("semaphore value {value} > u32::MAX")))?;
         let site = format!("created at {}", Location::caller());
         let slots = value.min(Self::TRACKED_MAX) * 8;
-        let map = Mapping::create(Kind::Semaphore, slots, 0, &site)?;
+        let map = Mapping::create(SegmentKind::Semaphore, slots, 0, &site)?;
         let s = Semaphore { map };
         s.st().count.store(v, Ordering::Release);
         s.st().initial.store(v, Ordering::Release);
         Ok(s)
     }
 
-    fn st(&self) -> &State {
-        state::<State>(&self.map)
+    fn st(&self) -> &SemaphoreState {
+        state::<SemaphoreState>(&self.map)
     }
 
     fn tracked(&self) -> usize {
@@ -128,7 +128,7 @@ impl Semaphore {
                 .count
                 .compare_exchange_weak(c, c - 1, Ordering::Acquire, Ordering::Relaxed)
             {
-                Ok(_) => return Some(Guard::new(Inner::Semaphore(self, self.record()))),
+                Ok(_) => return Some(Guard::new(Held::Semaphore(self, self.record()))),
                 Err(v) => c = v,
             }
         }

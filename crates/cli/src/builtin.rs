@@ -1,5 +1,5 @@
-//! The built-in tasks: `primes`, `spin`, `sleep`, `sha256`, `echo` (and `exec`, in
-//! [`crate::exec`]).
+//! The built-in tasks — `primes`, `spin`, `sleep`, `sha256`, `echo`, and `exec` (in
+//! [`crate::exec`]) — and [`Registry::builtin`], which registers them.
 //!
 //! CPU-bound tasks call [`poolrun::gil::checkpoint`] in their loops (CPython's eval breaker:
 //! under an emulated GIL that is where a waiting thread gets its turn, and where a thread-mode
@@ -13,12 +13,26 @@ use std::time::{Duration, Instant};
 use poolrun::gil::{allow_threads, checkpoint};
 use sha2::{Digest, Sha256};
 
-use crate::registry::TaskDef;
+use crate::registry::{Registry, TaskDef};
+use crate::text::{io_reason, show};
 
 /// The longest `spin`/`sleep` accepted: one day.
 const MAX_MS: f64 = 86_400_000.0;
 
-pub(crate) fn builtin_defs() -> Vec<TaskDef> {
+impl Registry {
+    /// The built-in tasks (see `poolrun tasks`).
+    pub fn builtin() -> Self {
+        let mut r = Registry::new();
+        for def in builtin_defs() {
+            // The built-in names are valid and distinct; `add` cannot fail for them, and if
+            // a future edit broke that, the task is simply missing from the list.
+            let _ = r.add(def);
+        }
+        r
+    }
+}
+
+fn builtin_defs() -> Vec<TaskDef> {
     vec![
         TaskDef::new(
             "primes",
@@ -47,17 +61,6 @@ pub(crate) fn builtin_defs() -> Vec<TaskDef> {
         ),
         TaskDef::new("echo", "return ARG unchanged", echo),
     ]
-}
-
-/// Shorten a user-supplied value for an error message.
-pub(crate) fn show(s: &str) -> String {
-    const MAX: usize = 40;
-    if s.chars().count() <= MAX {
-        format!("{s:?}")
-    } else {
-        let head: String = s.chars().take(MAX).collect();
-        format!("{head:?}… ({} bytes)", s.len())
-    }
 }
 
 fn parse_count(arg: &str, what: &str) -> Result<u64, String> {
@@ -192,15 +195,6 @@ fn sha256(arg: &str) -> Result<String, String> {
 
 fn echo(arg: &str) -> Result<String, String> {
     Ok(arg.to_string())
-}
-
-/// An I/O error's message without the "(os error N)" suffix.
-pub(crate) fn io_reason(e: &std::io::Error) -> String {
-    let s = e.to_string();
-    match s.find(" (os error") {
-        Some(i) => s[..i].to_string(),
-        None => s,
-    }
 }
 
 #[cfg(test)]
