@@ -617,7 +617,7 @@ macro_rules! conformance {
                 // The running task is stopped (thread mode: at its next checkpoint; process
                 // mode: its worker is killed) and its future completes with an error.
                 assert!(running.wait(Some(T)));
-                assert!(running.result().is_err());
+                assert_eq!(running.result(), Err(TaskError::Shutdown));
             }
 
             #[test]

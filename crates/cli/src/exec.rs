@@ -184,18 +184,16 @@ pub(crate) fn exec(cmd: &str, arg: &str) -> Result<String, String> {
         .stderr(Stdio::piped())
         .process_group(group.pgid);
     // SAFETY: the closure runs in the forked child between fork and exec, where only
-    // async-signal-safe calls are allowed; it makes exactly two raw syscalls (prctl, getppid)
+    // async-signal-safe calls are allowed; it makes exactly two syscalls (prctl, getppid)
     // and allocates nothing. It only affects the child.
     unsafe {
         command.pre_exec(move || {
             // Die with the thread that spawned us (a worker thread, or a worker process's
             // task thread); the guard takes care of what we start.
-            if libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL as libc::c_ulong) != 0 {
-                return Err(std::io::Error::last_os_error());
-            }
+            nix::sys::prctl::set_pdeathsig(Signal::SIGKILL)?;
             // The parent may have died before PDEATHSIG was armed: then we were reparented.
-            if libc::getppid() as u32 != parent {
-                return Err(std::io::Error::from_raw_os_error(libc::ESRCH));
+            if nix::unistd::getppid().as_raw() as u32 != parent {
+                return Err(nix::errno::Errno::ESRCH.into());
             }
             Ok(())
         });

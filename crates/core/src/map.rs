@@ -187,12 +187,12 @@ impl<R> Iterator for MapIter<R> {
         // The deadline passed: this item and every other one not done by now yields
         // `WaitTimeout` (those not started are cancelled); no more inputs are pulled.
         self.timed_out = true;
-        self.w.source = None;
         for g in self.in_flight.iter_mut() {
             expire(g);
         }
         let mut f = f;
         expire(&mut f);
+        self.w.source = None;
         Some(f.result())
     }
 }
@@ -314,11 +314,11 @@ impl<R> Iterator for MapUnordered<R> {
                 None => {
                     // See `MapIter::next`: what is not done now yields `WaitTimeout`.
                     self.timed_out = true;
-                    self.w.source = None;
                     for f in self.in_flight.values_mut() {
                         f.unwatch(&self.sink);
                         expire(f);
                     }
+                    self.w.source = None;
                 }
             }
         }
@@ -344,5 +344,121 @@ impl<R> fmt::Debug for MapUnordered<R> {
             .field("chunksize", &self.w.chunksize)
             .field("in_flight", &self.in_flight.len())
             .finish()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::future::task_pair;
+    use std::sync::atomic::{AtomicUsize, Ordering};
+
+    /// A source of `total` inputs whose tasks complete at once with their index, counting
+    /// how many inputs have been pulled.
+    struct Counting {
+        next: usize,
+        total: usize,
+        pulled: Arc<AtomicUsize>,
+        /// Inputs from this index on never complete.
+        stall_from: usize,
+        /// Their promises, held as a pool would hold them (outliving the source).
+        keep: Arc<std::sync::Mutex<Vec<crate::future::Promise<usize>>>>,
+    }
+
+    impl ChunkSource<usize> for Counting {
+        fn next_chunk(&mut self, n: usize) -> Vec<TaskFuture<usize>> {
+            let mut out = Vec::new();
+            while out.len() < n && self.next < self.total {
+                let (p, f) = task_pair(None);
+                if self.next < self.stall_from {
+                    p.complete(Ok(self.next));
+                } else {
+                    assert!(p.start());
+                    self.keep.lock().unwrap().push(p);
+                }
+                out.push(f);
+                self.next += 1;
+            }
+            self.pulled.store(self.next, Ordering::SeqCst);
+            out
+        }
+    }
+
+    thread_local! {
+        static KEEP: Arc<std::sync::Mutex<Vec<crate::future::Promise<usize>>>> = Arc::default();
+    }
+
+    fn source(total: usize, stall_from: usize) -> (Box<dyn ChunkSource<usize>>, Arc<AtomicUsize>) {
+        let pulled = Arc::new(AtomicUsize::new(0));
+        let s = Counting {
+            next: 0,
+            total,
+            pulled: pulled.clone(),
+            stall_from,
+            keep: KEEP.with(|k| k.clone()),
+        };
+        (Box::new(s), pulled)
+    }
+
+    #[test]
+    fn the_window_bounds_what_is_pulled_and_refills_at_half() {
+        let (src, pulled) = source(1000, usize::MAX);
+        let mut it = MapIter::new(src, 4).chunksize(5);
+        assert_eq!(
+            pulled.load(Ordering::SeqCst),
+            0,
+            "lazy: nothing before next()"
+        );
+        assert_eq!(it.next(), Some(Ok(0)));
+        assert_eq!(pulled.load(Ordering::SeqCst), 20, "window 4 × chunk 5");
+        // Drain to half the window before it tops up again.
+        for i in 1..=9 {
+            assert_eq!(it.next(), Some(Ok(i)));
+        }
+        assert_eq!(pulled.load(Ordering::SeqCst), 20);
+        assert_eq!(it.next(), Some(Ok(10)));
+        assert_eq!(
+            pulled.load(Ordering::SeqCst),
+            30,
+            "topped up to 4 chunks in flight"
+        );
+        let rest: Vec<_> = it.collect();
+        assert_eq!(rest.len(), 1000 - 11);
+        assert_eq!(pulled.load(Ordering::SeqCst), 1000);
+    }
+
+    #[test]
+    fn a_deadline_ends_the_map_without_pulling_more() {
+        let (src, pulled) = source(1000, 3);
+        let got: Vec<_> = MapIter::new(src, 2)
+            .chunksize(2)
+            .timeout(Duration::from_millis(30))
+            .collect();
+        let before = pulled.load(Ordering::SeqCst);
+        assert_eq!(&got[..3], &[Ok(0), Ok(1), Ok(2)]);
+        assert!(
+            got[3..].iter().all(|r| *r == Err(TaskError::WaitTimeout)),
+            "{got:?}"
+        );
+        assert_eq!(
+            got.len(),
+            before,
+            "every pulled input yields once, none more pulled"
+        );
+        assert!(before < 1000);
+    }
+
+    #[test]
+    fn unordered_yields_every_index_once() {
+        let (src, _) = source(100, usize::MAX);
+        let mut got: Vec<usize> = MapUnordered::new(src, 3)
+            .chunksize(7)
+            .map(|(i, r)| {
+                assert_eq!(r, Ok(i));
+                i
+            })
+            .collect();
+        got.sort_unstable();
+        assert_eq!(got, (0..100).collect::<Vec<_>>());
     }
 }

@@ -130,9 +130,7 @@ impl<T: Plain> SharedArray<T> {
             "SharedArray index out of bounds: the len is {} but the index is {i}",
             self.len
         );
-        // SAFETY: i < len and the data area holds len * size_of::<T>() bytes starting at a
-        // page-aligned address (M1), so the element pointer is in bounds and aligned.
-        unsafe { (self.map.data_ptr() as *mut T).add(i) }
+        self.map.ptr_at::<T>(0, i).as_ptr()
     }
 
     /// Element `i`. Panics if `i >= len()`, like slice indexing.

@@ -27,14 +27,7 @@ impl SharedBytes {
     /// Copy `data` into a new shared segment.
     pub fn from_slice(data: &[u8]) -> Result<SharedBytes, ShmError> {
         let map = Mapping::create(SegmentKind::Bytes, data.len(), 1, "")?;
-        if data.len() >= 1 << 16 {
-            map.write_data(data)?;
-        } else {
-            // SAFETY: the data area of a fresh segment is `data.len()` writable bytes (M1 in
-            // segment.rs) that no other handle or process can see yet; `data` is a
-            // different allocation, so the ranges do not overlap.
-            unsafe { std::ptr::copy_nonoverlapping(data.as_ptr(), map.data_ptr(), data.len()) };
-        }
+        map.write_data(data)?;
         Ok(SharedBytes { map })
     }
 
@@ -52,10 +45,7 @@ impl SharedBytes {
 impl Deref for SharedBytes {
     type Target = [u8];
     fn deref(&self) -> &[u8] {
-        // SAFETY: the data area is `data_len` initialised bytes mapped for as long as
-        // `self.map` lives, which outlives the returned borrow. SharedBytes never writes
-        // after `from_slice` returns and exposes no way to, so the bytes are immutable.
-        unsafe { std::slice::from_raw_parts(self.map.data_ptr(), self.map.data_len()) }
+        self.map.bytes()
     }
 }
 

@@ -104,6 +104,19 @@ struct Header {
 
 const _: () = assert!(std::mem::size_of::<Header>() <= STATE_OFFSET);
 
+/// What may live in a segment's shared areas and be used through `&T` by every process.
+///
+/// # Safety
+/// Implementors are `#[repr(C)]` (or a std atomic), at most 8-aligned, valid when all
+/// bytes are zero (a fresh segment), and every field that processes change concurrently
+/// is an atomic: a `&T` into shared memory is then as sound as an `&AtomicU64` is.
+pub(crate) unsafe trait SharedCell: Sized {}
+
+// SAFETY: std atomics are valid when zero and change only atomically.
+unsafe impl SharedCell for std::sync::atomic::AtomicU32 {}
+// SAFETY: as above.
+unsafe impl SharedCell for std::sync::atomic::AtomicU64 {}
+
 /// One process's view of a segment: the owned memfd and its mapping.
 ///
 /// Invariant (M1): `ptr` is the start of a live `MAP_SHARED`, read-write mapping of
@@ -272,11 +285,62 @@ impl Mapping {
         self.data_len
     }
 
-    /// Start of the data area (page aligned; `data_len` bytes, may be 0).
-    pub(crate) fn data_ptr(&self) -> *mut u8 {
-        // SAFETY: M1: the mapping is at least HEADER_SIZE long, so this stays in bounds
-        // (one past the end at most when data_len is 0).
-        unsafe { self.ptr.as_ptr().add(HEADER_SIZE) }
+    /// Element `index` of an array of `T` that starts `offset` bytes into the data area —
+    /// the one place pointer arithmetic on a segment happens. Panics unless the element lies
+    /// inside the mapping's data area and is aligned for `T`.
+    pub(crate) fn ptr_at<T>(&self, offset: usize, index: usize) -> NonNull<T> {
+        let size = std::mem::size_of::<T>();
+        let start = index
+            .checked_mul(size)
+            .and_then(|b| b.checked_add(offset))
+            .expect("segment offset overflows");
+        let end = start.checked_add(size).expect("segment offset overflows");
+        assert!(
+            end <= self.map_len - HEADER_SIZE,
+            "segment access at {start}..{end} past the data area ({} bytes)",
+            self.map_len - HEADER_SIZE
+        );
+        assert_eq!(
+            (HEADER_SIZE + start) % std::mem::align_of::<T>(),
+            0,
+            "misaligned segment access"
+        );
+        // SAFETY: M1: the mapping is `map_len` bytes from `ptr`; HEADER_SIZE + end ≤ map_len
+        // was just checked, so the element is inside it; the mapping is page aligned and
+        // the offset a multiple of T's alignment, so the pointer is aligned and non-null.
+        unsafe { NonNull::new_unchecked(self.ptr.as_ptr().add(HEADER_SIZE + start).cast()) }
+    }
+
+    /// Element `index` of a table of shared cells `offset` bytes into the data area (see
+    /// [`ptr_at`](Self::ptr_at) for the checks).
+    pub(crate) fn cell<T: SharedCell>(&self, offset: usize, index: usize) -> &T {
+        // SAFETY: `ptr_at` checked bounds and alignment; the bytes are mapped for as long as
+        // `self` lives (M1); the SharedCell contract makes all-zero (a fresh segment) and
+        // any state another process left a valid T, changed only through atomics.
+        unsafe { self.ptr_at::<T>(offset, index).as_ref() }
+    }
+
+    /// The state area of the header page, typed (a sync primitive's futex words).
+    pub(crate) fn state<S: SharedCell>(&self) -> &S {
+        const { assert!(std::mem::size_of::<S>() <= STATE_SIZE && std::mem::align_of::<S>() <= 8) };
+        // SAFETY: the state area is STATE_SIZE zero-initialised bytes at an 8-aligned offset
+        // of a page-aligned mapping that lives as long as `self` (M1); S fits and is valid in
+        // any state (SharedCell contract).
+        unsafe { &*(self.ptr.as_ptr().add(STATE_OFFSET) as *const S) }
+    }
+
+    /// The data area as bytes, for a [`SegmentKind::Bytes`] segment (written once, by
+    /// [`write_data`](Self::write_data) before any handle exists, then never again).
+    pub(crate) fn bytes(&self) -> &[u8] {
+        assert_eq!(
+            self.kind,
+            SegmentKind::Bytes,
+            "only SharedBytes segments are byte views"
+        );
+        // SAFETY: M1: `data_len` bytes after the header page are mapped while `self` lives;
+        // a Bytes segment is never written after creation (SharedBytes has no way to), so
+        // the shared borrow cannot see a concurrent write.
+        unsafe { std::slice::from_raw_parts(self.ptr.as_ptr().add(HEADER_SIZE), self.data_len) }
     }
 
     /// Fill the data area from `data` with `pwrite` on the memfd: the kernel allocates the
@@ -297,13 +361,6 @@ impl Mapping {
             done += n;
         }
         Ok(())
-    }
-
-    /// The state area of the header page ([`STATE_SIZE`] bytes, 8-aligned), where sync
-    /// primitives keep their futex words.
-    pub(crate) fn state_ptr(&self) -> *mut u8 {
-        // SAFETY: STATE_OFFSET < HEADER_SIZE ≤ map_len (M1).
-        unsafe { self.ptr.as_ptr().add(STATE_OFFSET) }
     }
 
     /// The site string stored at creation.

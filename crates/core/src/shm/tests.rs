@@ -13,6 +13,14 @@ fn decode_bytes(w: Fake) -> Result<SharedBytes, crate::TaskError> {
     codec::decode::<SharedBytes>(&codec::encode(&w).unwrap())
 }
 
+/// The typed error a forged or stale handle gives: `Gone` or `Mismatch`, never text.
+fn handle_error(r: Result<impl std::fmt::Debug, crate::TaskError>) -> HandleError {
+    match r {
+        Err(crate::TaskError::Handle(h)) => h,
+        other => panic!("expected TaskError::Handle, got {other:?}"),
+    }
+}
+
 #[test]
 fn a_forged_handle_never_opens_a_non_poolrun_fd() {
     let me = std::process::id();
@@ -20,11 +28,17 @@ fn a_forged_handle_never_opens_a_non_poolrun_fd() {
     let file = std::fs::File::open("/proc/self/stat").unwrap();
     let (r, _w) = nix::unistd::pipe().unwrap();
     for fd in [0, 1, 2, file.as_raw_fd(), r.as_raw_fd(), 9999] {
-        let e = decode_bytes((me, fd, 1, 42, 0, 10));
-        assert!(e.is_err(), "fd {fd} must not decode");
+        let e = handle_error(decode_bytes((me, fd, 1, 42, 0, 10)));
+        assert!(
+            matches!(e, HandleError::Gone(_) | HandleError::Mismatch(_)),
+            "fd {fd}: {e:?}"
+        );
     }
     // A process that does not exist.
-    assert!(decode_bytes((u32::MAX - 1, 3, 1, 42, 0, 10)).is_err());
+    assert!(matches!(
+        handle_error(decode_bytes((u32::MAX - 1, 3, 1, 42, 0, 10))),
+        HandleError::Gone(_)
+    ));
 }
 
 #[test]
@@ -34,14 +48,40 @@ fn a_forged_handle_to_a_real_segment_is_checked() {
     // The genuine handle works, in this process from the registry...
     assert_eq!(&decode_bytes(w).unwrap()[..], b"hello world");
     // ...but wrong kind, wrong id, wrong length or wrong inode do not.
-    assert!(codec::decode::<SharedArray<u8>>(&codec::encode(&w).unwrap()).is_err());
-    assert!(decode_bytes((w.0, w.1, w.2, w.3 ^ 1, w.4, w.5)).is_err());
-    assert!(decode_bytes((w.0, w.1, w.2, w.3, w.4, w.5 + 1)).is_err());
-    assert!(decode_bytes((w.0, w.1, w.2 ^ 1, w.3 ^ 2, w.4, w.5)).is_err());
-    assert!(
-        decode_bytes((w.0, w.1, w.2, w.3, 7, w.5)).is_err(),
-        "unknown kind"
-    );
+    // (A forged id or inode reads as "that fd is now something else": Gone or Mismatch,
+    // depending on which check meets it first.)
+    let mismatch = |r| {
+        matches!(
+            handle_error(r),
+            HandleError::Mismatch(_) | HandleError::Gone(_)
+        )
+    };
+    assert!(matches!(
+        handle_error(codec::decode::<SharedArray<u8>>(
+            &codec::encode(&w).unwrap()
+        )),
+        HandleError::Mismatch(_)
+    ));
+    assert!(mismatch(decode_bytes((w.0, w.1, w.2, w.3 ^ 1, w.4, w.5))));
+    assert!(mismatch(decode_bytes((w.0, w.1, w.2, w.3, w.4, w.5 + 1))));
+    assert!(mismatch(decode_bytes((
+        w.0,
+        w.1,
+        w.2 ^ 1,
+        w.3 ^ 2,
+        w.4,
+        w.5
+    ))));
+    // Another kind (index 7: Barrier) is a mismatch; an unknown kind index does not even
+    // decode as a handle: a plain codec error.
+    assert!(matches!(
+        handle_error(decode_bytes((w.0, w.1, w.2, w.3, 7, w.5))),
+        HandleError::Mismatch(_)
+    ));
+    assert!(matches!(
+        decode_bytes((w.0, w.1, w.2, w.3, 200, w.5)),
+        Err(crate::TaskError::Codec(_))
+    ));
 }
 
 #[test]

@@ -49,6 +49,9 @@ struct WaiterSlot {
     ticket: AtomicU64,
 }
 
+// SAFETY: `repr(C)`, only atomics (all-zero is a FREE slot), 8-aligned.
+unsafe impl SharedState for WaiterSlot {}
+
 /// A condition variable with its own lock, usable from threads and forked workers.
 ///
 /// ```
@@ -122,9 +125,7 @@ impl Condition {
 
     fn slot(&self, i: usize) -> &WaiterSlot {
         assert!(i < Self::MAX_WAITERS);
-        // SAFETY: the data area is SLOTS_AT + MAX_WAITERS slots long (see `new`), page
-        // aligned (M1), zero-initialised (a FREE slot); i is in bounds; WaiterSlot is atomics.
-        unsafe { &*(self.map.data_ptr().add(Self::SLOTS_AT) as *const WaiterSlot).add(i) }
+        self.map.cell::<WaiterSlot>(Self::SLOTS_AT, i)
     }
 
     /// Take the condition's lock, waiting at most `timeout`. Errors as [`super::Lock::acquire`].

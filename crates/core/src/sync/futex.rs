@@ -90,7 +90,7 @@ pub(crate) fn tid_alive(tid: u32) -> bool {
     }
     match std::fs::read(format!("/proc/{tid}/stat")) {
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => false,
-        Err(e) if e.raw_os_error() == Some(libc::ESRCH) => false,
+        Err(e) if e.raw_os_error() == Some(rustix::io::Errno::SRCH.raw_os_error()) => false,
         Err(_) => true,
         Ok(s) => {
             // "pid (comm) S ..." — comm may contain ')' so split at the last one.

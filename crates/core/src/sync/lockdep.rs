@@ -174,16 +174,16 @@ fn reported() -> std::sync::MutexGuard<'static, HashSet<(u64, u64)>> {
         .unwrap_or_else(|p| p.into_inner())
 }
 
+/// The table's published-entry count: its first 4 bytes (tracked locks are created with a
+/// data area of TABLE_BYTES: lock.rs, rlock.rs, condition.rs).
 fn count(map: &Mapping) -> &AtomicU32 {
-    // SAFETY: tracked locks are created with a data area of TABLE_BYTES (lock.rs, rlock.rs,
-    // condition.rs), page aligned (M1 in shm/segment.rs); its first 4 bytes are the count.
-    unsafe { &*(map.data_ptr() as *const AtomicU32) }
+    map.cell::<AtomicU32>(0, 0)
 }
 
+/// Entry `i`, after the count's own ENTRY-sized slot.
 fn entry(map: &Mapping, i: usize) -> *mut Edge {
-    debug_assert!(i < MAX_EDGES);
-    // SAFETY: entry i lives at (i + 1) * ENTRY < TABLE_BYTES inside the data area.
-    unsafe { map.data_ptr().add((i + 1) * ENTRY) as *mut Edge }
+    assert!(i < MAX_EDGES);
+    map.ptr_at::<Edge>(ENTRY, i).as_ptr()
 }
 
 fn put_site(dst: &mut [u8; SITE], s: &str) -> u16 {

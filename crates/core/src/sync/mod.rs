@@ -52,7 +52,7 @@ pub use lock::Lock;
 pub use rlock::RLock;
 pub use semaphore::Semaphore;
 
-use crate::shm::segment::{Mapping, STATE_SIZE};
+use crate::shm::segment::Mapping;
 use crate::shm::ShmError;
 
 /// Why a synchronisation call failed.
@@ -100,20 +100,13 @@ pub enum SyncError {
     Shm(#[from] ShmError),
 }
 
-/// Plain-old-data state kept in the state area of a primitive's segment.
-///
-/// # Safety
-/// Implementors are `#[repr(C)]`, made only of atomics and integers for which all-zero bytes
-/// are a valid initial state, at most [`STATE_SIZE`] bytes and at most 8-aligned.
-pub(crate) unsafe trait SharedState: Sized {}
+/// Plain-old-data state kept in the state area of a primitive's segment (at most
+/// `STATE_SIZE` bytes; see [`SharedCell`](crate::shm::segment::SharedCell)).
+pub(crate) use crate::shm::segment::SharedCell as SharedState;
 
 /// The state of `map`, typed.
 pub(crate) fn state<S: SharedState>(map: &Mapping) -> &S {
-    const { assert!(std::mem::size_of::<S>() <= STATE_SIZE && std::mem::align_of::<S>() <= 8) };
-    // SAFETY: the state area is STATE_SIZE zero-initialised bytes at an 8-aligned offset of
-    // a page-aligned mapping that lives as long as `map` (M1 in shm/segment.rs); S fits and
-    // is valid when zeroed (SharedState contract). Shared mutation goes through atomics.
-    unsafe { &*(map.state_ptr() as *const S) }
+    map.state::<S>()
 }
 
 /// Serde and Debug for a handle type `$ty { map: Arc<Mapping> }` of segment kind `$kind`.

@@ -75,9 +75,7 @@ impl Semaphore {
 
     fn holder(&self, i: usize) -> &AtomicU64 {
         assert!(i < self.tracked());
-        // SAFETY: the data area holds `tracked()` u64 slots (see `new`), page aligned,
-        // zero-initialised; i is in bounds.
-        unsafe { &*(self.map.data_ptr() as *const AtomicU64).add(i) }
+        self.map.cell::<AtomicU64>(0, i)
     }
 
     /// Units currently available (a snapshot).

@@ -423,11 +423,21 @@ fn lockdep_inversion_across_processes() {
 fn wrong_kind_is_rejected() {
     let l = Lock::new().unwrap();
     let bytes = crate::codec::encode(&l).unwrap();
-    assert!(crate::codec::decode::<Event>(&bytes).is_err());
+    assert!(matches!(
+        crate::codec::decode::<Event>(&bytes),
+        Err(crate::TaskError::Handle(crate::shm::HandleError::Mismatch(
+            _
+        )))
+    ));
     assert!(crate::codec::decode::<Lock>(&bytes).is_ok());
     let a = SharedArray::<u32>::new(4).unwrap();
     let bytes = crate::codec::encode(&a).unwrap();
-    assert!(crate::codec::decode::<SharedArray<u64>>(&bytes).is_err());
+    assert!(matches!(
+        crate::codec::decode::<SharedArray<u64>>(&bytes),
+        Err(crate::TaskError::Handle(crate::shm::HandleError::Mismatch(
+            _
+        )))
+    ));
 }
 
 /// Dropping the last handle closes the memfd: no fd of this segment remains.
