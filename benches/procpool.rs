@@ -1,4 +1,4 @@
-//! Process-pool benchmarks, each beside its peer in the same run (SPEC §9):
+//! Process-pool benchmarks, each beside its peer in the same run (BENCHMARKS.md):
 //!
 //! - `roundtrip`: one tiny task, submit → result, on a 1-worker pool, against the floor: a
 //!   raw `ipc-channel` ping-pong between this process and a forked child.

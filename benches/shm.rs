@@ -1,4 +1,4 @@
-//! Handing a big buffer to a process-pool worker (SPEC §9): 1 MiB / 64 MiB / 1 GiB as a
+//! Handing a big buffer to a process-pool worker (BENCHMARKS.md): 1 MiB / 64 MiB / 1 GiB as a
 //! `SharedBytes` (a handle: the worker maps the segment) against the same bytes as a
 //! `Vec<u8>` argument (encoded, sent through ipc-channel, decoded), in the same run. The
 //! worker returns the length and the last byte, so it really reaches the data. Each figure

@@ -1,4 +1,4 @@
-//! Sync-primitive benchmarks, each beside its peer in the same run (SPEC §9):
+//! Sync-primitive benchmarks, each beside its peer in the same run (BENCHMARKS.md):
 //!
 //! - `lock_uncontended`: `Lock::acquire` + drop of the guard (one thread, never contended)
 //!   against `std::sync::Mutex` lock + unlock, plus `RLock` and a `Semaphore(1)`. CPython's

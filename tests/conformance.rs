@@ -1,4 +1,4 @@
-//! The Executor / TaskFuture conformance suite (SPEC §3–§4, SEMANTICS.md §0), written once
+//! The Executor / TaskFuture conformance suite (README "The API" and "Semantics"; CPython's `concurrent.futures` behaviours), written once
 //! and run against every `Mode`: `thread::*` and `process::*` are the same tests.
 
 mod common;
@@ -65,6 +65,22 @@ macro_rules! conformance {
                 assert_eq!(b.result(), Ok(1));
                 assert_eq!(c.result(), Err(TaskError::Cancelled));
                 assert_eq!(calls.load(Ordering::SeqCst), 1);
+            }
+
+            #[test]
+            fn no_task_waits_behind_a_long_one_while_a_worker_idles() {
+                // One long task, then short ones: a short task handed ahead to the long
+                // task's worker must be taken back by the idle worker (process mode: the
+                // withdraw gate), so every short one finishes while the long one runs.
+                let p = pool(2);
+                let long = p.submit(sleep_ms, 3000);
+                assert!(eventually(T, || long.running()));
+                let shorts: Vec<_> = (0..6).map(|_| p.submit(sleep_ms, 20)).collect();
+                for f in shorts {
+                    assert_eq!(f.result_timeout(T), Ok(20));
+                }
+                assert!(!long.done(), "a short task waited for the long one");
+                assert_eq!(long.result_timeout(T), Ok(3000));
             }
 
             #[test]

@@ -1,4 +1,4 @@
-//! Stable-Rust replay of the `codec_decode` fuzz target (issue 6, item 6): runs the target
+//! Stable-Rust replay of the `codec_decode` fuzz target: runs the target
 //! body (`fuzz/src/codec_decode.rs`, included by path) over every file of
 //! `fuzz/corpus/codec_decode/` and over a few thousand pseudo-random mutations of them, so
 //! CI exercises the decoding path without nightly Rust or libFuzzer. Longer:

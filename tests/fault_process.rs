@@ -1,4 +1,4 @@
-//! Fault injection under sustained load, process mode (issue 6, item 1).
+//! Fault injection under sustained load, process mode.
 //!
 //! One pool runs ≥ 20,000 tasks (submit with callbacks, then an ordered `map` with chunks)
 //! while a killer thread SIGKILLs / SIGSEGVs / SIGTERMs random live workers, and the tasks

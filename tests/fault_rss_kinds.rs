@@ -1,5 +1,5 @@
-//! Per-fault-kind leak probes for the process pool (issue 6, item 1, "parent RSS does not
-//! grow"): each kind of failure is repeated in rounds on one pool, and the parent's RSS —
+//! Per-fault-kind leak probes for the process pool: each kind of failure is repeated in
+//! rounds on one pool, and the parent's RSS —
 //! measured after `malloc_trim(0)`, so free memory the allocator keeps does not count —
 //! must not grow by more than 1 MiB from the second round to the last. Kinds: SIGKILL of a
 //! worker with jobs in flight (re-queue path), `task_timeout` kills, panics with

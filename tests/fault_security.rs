@@ -1,4 +1,4 @@
-//! Security properties of the process pool (issue 6, item 7; the threat model is in
+//! Security properties of the process pool (the threat model is in
 //! README.md): workers talk to their parent only over inherited, anonymous channels, and
 //! shared memory is never readable by other users.
 //!

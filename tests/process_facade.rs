@@ -1,5 +1,5 @@
 //! Process mode through the facade (`poolrun::Pool`): crash isolation, timeouts and
-//! recycling behave as SPEC §4–§5 say, and the pool keeps working afterwards. (The shared
+//! recycling behave as README says, and the pool keeps working afterwards. (The shared
 //! Executor conformance suite runs in `tests/conformance.rs`; the fork, zombie, fd and
 //! orphan tests live in `crates/procpool/tests/`.)
 

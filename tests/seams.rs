@@ -1,4 +1,4 @@
-//! Regression tests for the hangs found at the seams between the pools (issue 9). Each test
+//! Regression tests for the hangs found at the seams between the pools. Each test
 //! failed (hung, or returned the wrong error) before the fix it names; every blocking step
 //! is bounded, so a regression fails the test instead of hanging CI.
 
@@ -163,7 +163,7 @@ fn thread_shutdown_nowait_then_daemon_drop_finishes_running_work() {
 }
 
 /// Bug 4: `MapIter::timeout` yielded `Err(Cancelled)` for the items it cancelled at the
-/// deadline; SPEC §3 says `Err(WaitTimeout)`.
+/// deadline; the documented result is `Err(WaitTimeout)`.
 #[test]
 fn map_timeout_yields_wait_timeout_for_every_unfinished_item() {
     for mode in [Mode::Thread, Mode::Process] {

@@ -1,6 +1,6 @@
-//! Resource probes shared by the fault-injection and soak suites (`tests/fault_*.rs`,
-//! `tests/soak_*.rs`): resident memory, open fds, `/dev/shm`, zombies and live children, all
-//! read from `/proc` of this process.
+//! What the fault-injection and soak suites (`tests/fault_*.rs`, `tests/soak_*.rs`) share:
+//! the probes of `poolrun-testkit` (resident memory, open fds, `/dev/shm`, zombies and live
+//! children, from `/proc`), the fault suite itself (`faults.rs`) and the soak run below.
 //!
 //! Each resource-counting test lives in its own test binary (one `#[test]` that counts per
 //! binary, or a binary-wide mutex), because other tests of the same binary would create
@@ -11,8 +11,8 @@ pub mod faults;
 
 pub use poolrun_testkit::*;
 
-/// The soak run shared by `tests/soak_process.rs` and `tests/soak_thread.rs` (issue 6,
-/// item 2): `POOLRUN_SOAK_TASKS` (default 100,000; 1,000,000 with `POOLRUN_SOAK=1`) tiny
+/// The soak run shared by `tests/soak_process.rs` and `tests/soak_thread.rs`:
+/// `POOLRUN_SOAK_TASKS` (default 100,000; 1,000,000 with `POOLRUN_SOAK=1`) tiny
 /// tasks through one pool of `mode`, in segments of 10,000 that rotate between `submit`
 /// with a done-callback, `map_unordered` (chunks of 16) and ordered `map` (chunks of 64);
 /// every value is checked, RSS is sampled after each segment, and the growth after the

@@ -226,7 +226,7 @@ fn timeout_fails_task(mode: &str) {
 }
 
 /// A timeout too large for the clock (`1e19` seconds) means "no deadline": it used to
-/// overflow `Instant + Duration` in every thread-mode worker (issue 9, bug 5).
+/// overflow `Instant + Duration` in every thread-mode worker (a regression test: it once panicked).
 fn huge_timeout_is_no_deadline(mode: &str) {
     let o = run(&["--mode", mode, "--timeout", "1e19", "sleep", "10", "20"]);
     assert_no_panic(&o);

@@ -90,7 +90,7 @@ fn interrupt(mode: &str, sig: Signal, expect: i32) {
     );
     assert!(err.contains("interrupted by SIG"), "{err}");
     // Nothing finished; the 4 tasks were running (thread mode: 2; process mode may count the
-    // task handed to each worker one ahead as running too — SPEC: running = handed to a
+    // task handed to each worker one ahead as running too — a task counts as running once handed to a
     // worker) or cancelled.
     assert!(err.contains("0 task(s) finished"), "{err}");
     let number_before = |what: &str| -> u32 {

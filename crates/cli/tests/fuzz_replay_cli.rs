@@ -1,4 +1,4 @@
-//! Stable-Rust replay of the `cli_args` fuzz target (issue 6, item 6; written by the
+//! Stable-Rust replay of the `cli_args` fuzz target (written by the
 //! reliability suite, owner of `fuzz/`): runs the target body (`fuzz/src/cli_args.rs`,
 //! included by path) over every file of `fuzz/corpus/cli_args/` plus a few thousand
 //! pseudo-random argument vectors built from option names and odd values, so CI exercises

@@ -120,7 +120,7 @@ impl PoolConfig {
     }
 
     /// Daemon pools cancel queued work and stop workers when dropped; non-daemon pools wait
-    /// for every submitted task first (SPEC §4).
+    /// for every submitted task first (like Python at exit with non-daemon threads).
     pub fn daemon(mut self, daemon: bool) -> Self {
         self.daemon = daemon;
         self

@@ -2,10 +2,10 @@
 //! (completion order).
 //!
 //! Unlike CPython's `Executor.map`, which consumes the whole input and submits every task
-//! inside the call (SEMANTICS M1), these pull inputs lazily and keep a bounded window of
+//! inside the call (CPython submits every task inside `map()`), these pull inputs lazily and keep a bounded window of
 //! tasks in flight (like 3.14's `buffersize`), so an endless iterator runs in bounded memory.
 //! Every item yields its own `Result`: one failure never ends the iteration (cpython#108518)
-//! and never loses the rest of its chunk (SEMANTICS M7).
+//! and never loses the rest of its chunk (CPython loses the whole chunk).
 
 use std::collections::{HashMap, VecDeque};
 use std::fmt;

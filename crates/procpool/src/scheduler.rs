@@ -5,7 +5,7 @@
 //! the caller to carry out after releasing the scheduler's lock.
 //!
 //! ## Rules
-//! - Everything queued stays in the parent and stays cancellable (SPEC §3). A worker holds
+//! - Everything queued stays in the parent and stays cancellable. A worker holds
 //!   at most two batches: the one it runs and one *ahead*.
 //! - Idle workers are served first; a batch goes ahead to a busy worker only when no worker
 //!   is idle.

@@ -1,6 +1,6 @@
 //! The state shared by a [`TaskFuture`](super::TaskFuture) and its
 //! [`Promise`](super::Promise): CPython's `concurrent.futures.Future` state machine
-//! (SEMANTICS.md §1.1) with a lock-free `start`.
+//! with a lock-free `start`.
 //!
 //! ```text
 //! PENDING ──start()──▶ RUNNING ──complete()──▶ FINISHED

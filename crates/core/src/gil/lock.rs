@@ -1,5 +1,5 @@
 //! The GIL itself: CPython's 3.2+ "new GIL" hand-off (`Python/ceval_gil.c`), re-derived
-//! from the description in `/work/shared/GIL.md` (no code copied). See `README.md` in this
+//! from CPython's `Python/ceval_gil.c` as documented (no code copied). See `README.md` in this
 //! directory for the algorithm step by step and how each step maps onto this file.
 //!
 //! In short:

@@ -6,7 +6,7 @@
 //! 2. Run the pool's initializer once, under the GIL; a failure (panic, undecodable
 //!    argument) is kept: every task given to this worker then fails with
 //!    [`TaskError::Initializer`], and the pool reports it once ([`InitReport`]) instead of
-//!    spinning on respawns (SPEC §4).
+//!    spinning on respawns.
 //! 3. Run each task under the GIL, caught: a panic becomes [`Caught::Panicked`], the
 //!    unwind a checkpoint raises for a stopped task becomes [`Caught::Stopped`].
 
