@@ -28,8 +28,11 @@ pub fn encode<T: Serialize + ?Sized>(value: &T) -> Result<Vec<u8>, TaskError> {
 /// Encode a value, appending to `buf`.
 pub fn encode_into<T: Serialize + ?Sized>(value: &T, buf: Vec<u8>) -> Result<Vec<u8>, TaskError> {
     let r = catch_unwind(AssertUnwindSafe(|| postcard::to_extend(value, buf)));
-    if let Some(h) = shm::take_handle_error() {
-        return Err(TaskError::Handle(h));
+    // A handle that cannot cross always fails the encoding; only then is its stash read.
+    if !matches!(r, Ok(Ok(_))) {
+        if let Some(h) = shm::take_handle_error() {
+            return Err(TaskError::Handle(h));
+        }
     }
     match r {
         Ok(Ok(bytes)) => Ok(bytes),
@@ -47,8 +50,10 @@ pub fn encode_into<T: Serialize + ?Sized>(value: &T, buf: Vec<u8>) -> Result<Vec
 /// Decode a value. Trailing bytes are an error: a message must be exactly one value.
 pub fn decode<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, TaskError> {
     let r = catch_unwind(AssertUnwindSafe(|| postcard::take_from_bytes::<T>(bytes)));
-    if let Some(h) = shm::take_handle_error() {
-        return Err(TaskError::Handle(h));
+    if !matches!(r, Ok(Ok(_))) {
+        if let Some(h) = shm::take_handle_error() {
+            return Err(TaskError::Handle(h));
+        }
     }
     match r {
         Ok(Ok((value, []))) => Ok(value),

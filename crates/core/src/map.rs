@@ -181,7 +181,7 @@ impl<R> Iterator for MapIter<R> {
         self.w.started = true;
         self.refill();
         let f = self.in_flight.pop_front()?;
-        if self.timed_out || f.wait_until(self.w.deadline(), true) {
+        if self.timed_out || f.done() || f.wait_until(self.w.deadline(), true) {
             return Some(f.result());
         }
         // The deadline passed: this item and every other one not done by now yields

@@ -29,8 +29,8 @@ use poolrun_core::{codec, TaskError};
 use crate::status::StatusPage;
 use crate::sys;
 use crate::transport::{
-    self, payload, FromWorker, Outcome, Payloads, ResultEntry, Results, RunBatch, ToWorker, LARGE,
-    MAX_LARGE_PER_MESSAGE,
+    self, FromWorker, Outcome, PayloadReader, Payloads, ResultEntry, Results, RunBatch, ToWorker,
+    LARGE, MAX_LARGE_PER_MESSAGE,
 };
 
 /// Send finished results at least this often while a batch runs (ns).
@@ -224,14 +224,16 @@ fn run_batch(
     let call = unsafe { transport::trampoline_at(batch.trampoline) };
     let n = batch.items.len();
     let mut last_flush = sys::now_ns();
+    let mut payloads = PayloadReader::new(&batch.body, &batch.large);
     for (k, &(id, data)) in batch.items.iter().enumerate() {
+        let arg = payloads.next(data);
         let now = status.begin(id); // W1
         let (outcome, killed) = if status.take_mark(id) {
             // W2: killed before it began.
             scratch.clear();
             (Outcome::Skipped, status.end())
         } else {
-            let outcome = match payload(&batch.body, &batch.large, data) {
+            let outcome = match arg {
                 Some(arg) => call(rt, batch.func, arg, scratch),
                 None => {
                     let e = TaskError::Codec("the argument's bytes are missing".into());

@@ -33,7 +33,7 @@ use crate::shared::PoolShared;
 use crate::spawn::{self, Lifeline, WorkerHandle};
 use crate::status::StatusPage;
 use crate::sys::{self, ExitInfo};
-use crate::transport::{payload, FromWorker, Results};
+use crate::transport::{FromWorker, PayloadReader, Results};
 
 /// How long a worker that closed its channel may take to finish exiting before it is killed.
 const EXIT_GRACE: Duration = Duration::from_secs(2);
@@ -253,12 +253,13 @@ fn deliver(
 /// Complete `items` (a subsequence of `res`'s entries, in order) from `res`.
 fn complete(items: Vec<Item>, res: &Results) {
     let mut items = items.into_iter().peekable();
+    let mut payloads = PayloadReader::new(&res.body, &res.large);
     for e in &res.entries {
+        let bytes = payloads.next(e.data).unwrap_or(&[]);
         if items.peek().is_none_or(|it| it.id != e.id) {
             continue;
         }
         let Some(item) = items.next() else { break };
-        let bytes = payload(&res.body, &res.large, e.data).unwrap_or(&[]);
         match e.outcome.resolve(bytes) {
             Ok(b) => item.complete_encoded(b),
             Err(err) => item.fail(err),

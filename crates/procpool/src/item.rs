@@ -9,7 +9,6 @@
 use std::collections::VecDeque;
 use std::fmt;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::Arc;
 
 use poolrun_core::backend::ErasedPromise;
 use poolrun_core::TaskError;
@@ -19,9 +18,9 @@ use crate::transport::Arg;
 /// Task ids, process-wide: never 0 (0 means "idle" in a status page).
 static NEXT_ID: AtomicU64 = AtomicU64::new(1);
 
-/// A fresh task id.
-pub(crate) fn next_id() -> u64 {
-    NEXT_ID.fetch_add(1, Ordering::Relaxed)
+/// `n` fresh task ids: the first of them (one atomic step for all).
+pub(crate) fn next_ids(n: usize) -> u64 {
+    NEXT_ID.fetch_add(n as u64, Ordering::Relaxed)
 }
 
 /// One task.
@@ -29,7 +28,7 @@ pub(crate) struct Item {
     /// The pool's id for it (also its kill route's task id).
     pub id: u64,
     /// Its encoded argument, kept until it finishes so it can be re-sent after a crash.
-    pub arg: Arc<Arg>,
+    pub arg: Arg,
     promise: Option<ErasedPromise>,
     /// How often it was put back after its worker died before running it.
     pub requeues: u32,
@@ -39,7 +38,7 @@ impl Item {
     pub(crate) fn new(id: u64, arg: Arg, promise: ErasedPromise) -> Item {
         Item {
             id,
-            arg: Arc::new(arg),
+            arg,
             promise: Some(promise),
             requeues: 0,
         }

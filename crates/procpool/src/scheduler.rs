@@ -58,7 +58,7 @@ pub(crate) enum Outgoing {
         seq: u64,
         trampoline: usize,
         func: usize,
-        items: Vec<(u64, Arc<Arg>)>,
+        items: Vec<(u64, Arg)>,
     },
     /// Exit: the pool is closed and nothing is left for it.
     Exit,
@@ -213,9 +213,19 @@ impl<L: WorkerLink> Scheduler<L> {
         let Some(a) = self.attached_mut(idx, generation) else {
             return Vec::new();
         };
-        let mut out = Vec::new();
+        let ids = ids.into_iter();
+        let mut out = Vec::with_capacity(ids.size_hint().0);
         for id in ids {
             // Normally the first item of the first batch.
+            if let Some(front) = a.in_flight.front_mut() {
+                if front.batch.items.front().is_some_and(|it| it.id == id) {
+                    out.extend(front.batch.items.pop_front());
+                    if front.batch.items.is_empty() {
+                        a.in_flight.pop_front();
+                    }
+                    continue;
+                }
+            }
             let found = a.in_flight.iter().enumerate().find_map(|(bi, s)| {
                 s.batch
                     .items
@@ -537,8 +547,8 @@ mod tests {
                 let (p, f) = task_pair::<u32>(None);
                 futs.push(f);
                 Item::new(
-                    crate::item::next_id(),
-                    Arg::Small(vec![]),
+                    crate::item::next_ids(1),
+                    Arg::new(&[]),
                     ErasedPromise::from(p),
                 )
             })

@@ -9,7 +9,7 @@ use std::sync::{Arc, Mutex, MutexGuard, Weak};
 use std::time::Duration;
 
 use poolrun_core::backend::{task_pair, ErasedPromise, InitReport, KillRoute, Route, ThreadSet};
-use poolrun_core::{codec, Payload, TaskError, TaskFuture};
+use poolrun_core::{Payload, TaskError, TaskFuture};
 
 use crate::child::WorkerSetup;
 use crate::item::{self, Batch, Item};
@@ -35,7 +35,8 @@ pub(crate) struct PoolShared {
     unsafe_forks: AtomicUsize,
     init_report: InitReport,
     pub threads: ThreadSet,
-    me: Weak<PoolShared>,
+    /// This very allocation, as every future's kill route (cloned per task).
+    route: Weak<dyn KillRoute>,
 }
 
 impl PoolShared {
@@ -54,7 +55,7 @@ impl PoolShared {
             unsafe_forks: AtomicUsize::new(0),
             init_report: InitReport::default(),
             threads: ThreadSet::new(),
-            me: me.clone(),
+            route: me.clone() as Weak<dyn KillRoute>,
         })
     }
 
@@ -154,11 +155,6 @@ impl PoolShared {
         });
     }
 
-    fn route(&self, id: u64) -> Route {
-        let weak: Weak<dyn KillRoute> = self.me.clone();
-        Route::new(weak, id)
-    }
-
     /// Queue one batch of `f` over `args`; one future per argument.
     pub(crate) fn submit_batch<A: Payload, R: Payload>(
         &self,
@@ -168,15 +164,13 @@ impl PoolShared {
         let (trampoline, func) = transport::task_addrs(f);
         let mut futures = Vec::with_capacity(args.len());
         let mut items = VecDeque::with_capacity(args.len());
-        for a in args {
-            let id = item::next_id();
-            let (p, fut) = task_pair::<R>(Some(self.route(id)));
+        let first = item::next_ids(args.len());
+        for (a, id) in args.into_iter().zip(first..) {
+            let (p, fut) = task_pair::<R>(Some(Route::new(self.route.clone(), id)));
             // Encoding (and a big argument's copy into its memfd) happens here, in the
             // submitting thread, outside every lock.
-            match codec::encode(&a) {
-                Ok(bytes) => {
-                    items.push_back(Item::new(id, Arg::new(bytes), ErasedPromise::from(p)))
-                }
+            match Arg::encode(&a) {
+                Ok(arg) => items.push_back(Item::new(id, arg, ErasedPromise::from(p))),
                 Err(e) => p.complete(Err(e)),
             }
             futures.push(fut);

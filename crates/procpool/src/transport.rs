@@ -42,21 +42,39 @@ pub(crate) const LARGE: usize = 8 * 1024;
 pub(crate) const MAX_LARGE_PER_MESSAGE: usize = 32;
 
 /// An encoded task argument, as it is kept until its task is done (it may be sent again
-/// after a worker died) and sent.
-#[derive(Debug)]
+/// after a worker died) and sent. Cloning it is a reference-count increment.
+#[derive(Debug, Clone)]
 pub(crate) enum Arg {
     /// Up to [`LARGE`] bytes.
-    Small(Vec<u8>),
+    Small(Arc<[u8]>),
     /// More: already in its own memfd (made by the submitting thread, outside every lock).
-    Large(IpcSharedMemory),
+    Large(Arc<IpcSharedMemory>),
 }
 
 impl Arg {
-    pub(crate) fn new(bytes: Vec<u8>) -> Arg {
+    /// Encode `value` (through a per-thread scratch buffer, so a small argument costs one
+    /// allocation: its own).
+    pub(crate) fn encode<T: Serialize>(value: &T) -> Result<Arg, TaskError> {
+        thread_local! {
+            static SCRATCH: std::cell::RefCell<Vec<u8>> = const { std::cell::RefCell::new(Vec::new()) };
+        }
+        SCRATCH.with(|s| {
+            let mut buf = std::mem::take(&mut *s.borrow_mut());
+            buf.clear();
+            let buf = codec::encode_into(value, buf)?;
+            let arg = Arg::new(&buf);
+            if buf.capacity() <= 64 * 1024 {
+                *s.borrow_mut() = buf; // keep a small scratch buffer for the next one
+            }
+            Ok(arg)
+        })
+    }
+
+    pub(crate) fn new(bytes: &[u8]) -> Arg {
         if bytes.len() > LARGE {
-            Arg::Large(IpcSharedMemory::from_bytes(&bytes))
+            Arg::Large(Arc::new(IpcSharedMemory::from_bytes(bytes)))
         } else {
-            Arg::Small(bytes)
+            Arg::Small(Arc::from(bytes))
         }
     }
 
@@ -68,16 +86,13 @@ impl Arg {
     }
 }
 
-/// Where one payload of a message is: in the message's [`Body`], or in one of its memfds.
+/// Where one payload of a message is: the next `len` bytes of the message's [`Body`]
+/// (payloads are back to back, in the order of the entries that name them), or one of its
+/// memfds.
 #[derive(Debug, Clone, Copy, Serialize, Deserialize)]
 pub(crate) enum Data {
-    /// `body[at..at + len]`.
-    Inline {
-        /// Offset in the body.
-        at: u32,
-        /// Length.
-        len: u32,
-    },
+    /// The next `len` bytes of the body.
+    Inline(u32),
     /// The whole of `large[i]`.
     Large(u32),
 }
@@ -111,12 +126,8 @@ impl Payloads {
         if bytes.len() > LARGE {
             self.push_large(IpcSharedMemory::from_bytes(bytes))
         } else {
-            let at = self.inline.len();
             self.inline.extend_from_slice(bytes);
-            Data::Inline {
-                at: u32::try_from(at).unwrap_or(u32::MAX),
-                len: u32::try_from(bytes.len()).unwrap_or(u32::MAX),
-            }
+            Data::Inline(u32::try_from(bytes.len()).unwrap_or(u32::MAX))
         }
     }
 
@@ -147,19 +158,33 @@ impl Payloads {
     }
 }
 
-/// Resolve `d` against a received message's body and memfds; `None` if it points outside.
-pub(crate) fn payload<'a>(
-    body: &'a Body,
+/// Reads a received message's payloads, in the order its entries name them.
+pub(crate) struct PayloadReader<'a> {
+    body: &'a [u8],
+    at: usize,
     large: &'a [IpcSharedMemory],
-    d: Data,
-) -> Option<&'a [u8]> {
-    match d {
-        Data::Inline { at, len } => {
-            let at = usize::try_from(at).ok()?;
-            let end = at.checked_add(usize::try_from(len).ok()?)?;
-            body.bytes().get(at..end)
+}
+
+impl<'a> PayloadReader<'a> {
+    pub(crate) fn new(body: &'a Body, large: &'a [IpcSharedMemory]) -> Self {
+        PayloadReader {
+            body: body.bytes(),
+            at: 0,
+            large,
         }
-        Data::Large(i) => large.get(usize::try_from(i).ok()?).map(|m| &m[..]),
+    }
+
+    /// The payload `d` names (the next one); `None` if it points outside the message.
+    pub(crate) fn next(&mut self, d: Data) -> Option<&'a [u8]> {
+        match d {
+            Data::Inline(len) => {
+                let end = self.at.checked_add(usize::try_from(len).ok()?)?;
+                let bytes = self.body.get(self.at..end)?;
+                self.at = end;
+                Some(bytes)
+            }
+            Data::Large(i) => self.large.get(usize::try_from(i).ok()?).map(|m| &m[..]),
+        }
     }
 }
 
@@ -189,14 +214,14 @@ pub(crate) struct RunBatch {
 
 impl RunBatch {
     /// Build the message for items `(id, argument)`.
-    pub(crate) fn new(seq: u64, trampoline: usize, func: usize, args: &[(u64, Arc<Arg>)]) -> Self {
+    pub(crate) fn new(seq: u64, trampoline: usize, func: usize, args: &[(u64, Arg)]) -> Self {
         let mut p = Payloads::default();
         let items = args
             .iter()
             .map(|(id, a)| {
-                let d = match &**a {
+                let d = match a {
                     Arg::Small(b) => p.push(b),
-                    Arg::Large(m) => p.push_large(m.clone()),
+                    Arg::Large(m) => p.push_large(IpcSharedMemory::clone(m)),
                 };
                 (*id, d)
             })
@@ -367,24 +392,21 @@ mod tests {
     fn big_payloads_leave_the_message() {
         let big = vec![7u8; LARGE + 1];
         let small = vec![1u8; 100];
-        let args = vec![
-            (1, Arc::new(Arg::new(small.clone()))),
-            (2, Arc::new(Arg::new(big.clone()))),
-        ];
+        let args = vec![(1, Arg::new(&small)), (2, Arg::new(&big))];
         let m = RunBatch::new(1, 0, 0, &args);
         assert!(matches!(m.body, Body::Inline(ref b) if b.len() == 100));
         assert_eq!(m.large.len(), 1);
-        assert_eq!(payload(&m.body, &m.large, m.items[0].1), Some(&small[..]));
-        assert_eq!(payload(&m.body, &m.large, m.items[1].1), Some(&big[..]));
+        let mut r = PayloadReader::new(&m.body, &m.large);
+        assert_eq!(r.next(m.items[0].1), Some(&small[..]));
+        assert_eq!(r.next(m.items[1].1), Some(&big[..]));
         // Many small payloads are packed into one memfd.
         let many: Vec<_> = (0..40u64)
-            .map(|i| (i, Arc::new(Arg::new(vec![i as u8; 1000]))))
+            .map(|i| (i, Arg::new(&[i as u8; 1000])))
             .collect();
         let m = RunBatch::new(2, 0, 0, &many);
         assert!(matches!(m.body, Body::Shared(_)));
-        assert_eq!(
-            payload(&m.body, &m.large, m.items[39].1),
-            Some(&[39u8; 1000][..])
-        );
+        let mut r = PayloadReader::new(&m.body, &m.large);
+        let last = m.items.iter().map(|&(_, d)| r.next(d)).last().flatten();
+        assert_eq!(last, Some(&[39u8; 1000][..]));
     }
 }

@@ -4,10 +4,10 @@
 
 use std::fmt;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Weak};
+use std::sync::Arc;
 use std::time::Duration;
 
-use poolrun_core::backend::{default_window, task_pair, BatchSubmit, Dispatch, KillRoute, Route};
+use poolrun_core::backend::{default_window, task_pair, BatchSubmit, Dispatch};
 use poolrun_core::gil::{Gil, GilMode};
 use poolrun_core::{
     Deadline, Executor, Mode, Payload, PoolConfig, PoolError, TaskError, TaskFuture,
@@ -70,11 +70,6 @@ impl ThreadPool {
         self.shared.queued()
     }
 
-    fn route(shared: &Arc<PoolShared>, id: u64) -> Route {
-        let weak: Weak<dyn KillRoute> = Arc::downgrade(&(shared.clone() as Arc<dyn KillRoute>));
-        Route::new(weak, id)
-    }
-
     fn submit_batch<A: Payload, R: Payload>(
         shared: &Arc<PoolShared>,
         f: fn(A) -> R,
@@ -88,9 +83,10 @@ impl ThreadPool {
         }
         let mut futures = Vec::with_capacity(items.len());
         let mut work = Vec::with_capacity(items.len());
-        for arg in items {
-            let id = shared.task_id();
-            let (promise, fut) = task_pair(Some(Self::route(shared, id)));
+        let n = items.len();
+        for (arg, route) in items.into_iter().zip(shared.routes(n)) {
+            let id = route.task();
+            let (promise, fut) = task_pair(Some(route));
             futures.push(fut);
             work.push((id, arg, promise));
         }
@@ -105,7 +101,9 @@ impl ThreadPool {
         } else {
             Box::new(Chunk { f, items: work })
         };
-        shared.enqueue(job);
+        if let Err(job) = shared.enqueue(job) {
+            job.abandon(TaskError::Shutdown);
+        }
         futures
     }
 }
@@ -126,14 +124,20 @@ impl Executor for ThreadPool {
         if self.shared.is_closed() {
             return TaskFuture::ready(Err(TaskError::Shutdown));
         }
-        let id = self.shared.task_id();
-        let (promise, fut) = task_pair(Some(Self::route(&self.shared, id)));
-        self.shared.enqueue(Box::new(Single {
+        let Some(route) = self.shared.routes(1).next() else {
+            return TaskFuture::ready(Err(TaskError::Shutdown));
+        };
+        let id = route.task();
+        let (promise, fut) = task_pair(Some(route));
+        let job = Box::new(Single {
             f,
             arg,
             id,
             promise,
-        }));
+        });
+        if let Err(job) = self.shared.enqueue(job) {
+            job.abandon(TaskError::Shutdown);
+        }
         fut
     }
 

@@ -7,9 +7,10 @@
 //! *running* exactly when a worker takes it and everything behind it stays cancellable.
 //! Shutdown is not a message in that queue (a second shutdown that cancels the queue would
 //! drain such messages with the work, leaving busy workers waiting forever): it is the
-//! `closed` flag plus the drop of the `close` channel's only sender, which wakes every idle
-//! worker at once. A worker exits when the pool is closed and the queue is empty; the last
-//! one to exit fails whatever a racing `submit` still put in the queue with `Shutdown`.
+//! channel's own closing. The pool holds the only sender, behind a read-write lock that
+//! every submit takes for reading; shutdown takes it for writing and drops the sender, so no
+//! work can enter after that, and each worker's `recv` reports "disconnected" once the queue
+//! is empty — then the worker exits.
 //!
 //! ## Stopping a task, and detached threads
 //! A thread cannot be killed. A task that is killed (`TaskFuture::kill`) or passes its
@@ -21,11 +22,11 @@
 
 use std::fmt;
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
-use std::sync::{Arc, Mutex, MutexGuard, Weak};
+use std::sync::{Arc, Mutex, MutexGuard, RwLock, Weak};
 use std::time::Duration;
 
-use crossbeam_channel::{Receiver, Sender, TryRecvError};
-use poolrun_core::backend::{KillRoute, RunWord, ThreadKey, ThreadSet, WorkerRuntime};
+use crossbeam_channel::{Receiver, Sender};
+use poolrun_core::backend::{KillRoute, Route, RunWord, ThreadKey, ThreadSet, WorkerRuntime};
 use poolrun_core::gil::Gil;
 use poolrun_core::{PoolConfig, PoolError, TaskError};
 
@@ -86,11 +87,9 @@ pub(crate) struct PoolShared {
     pub cfg: PoolConfig,
     pub gil: Option<Gil>,
     pub timer: Option<Timer>,
-    tx: Sender<Box<dyn Work>>,
+    /// The queue's only sender; `None` once closed (see the module docs).
+    tx: RwLock<Option<Sender<Box<dyn Work>>>>,
     rx: Receiver<Box<dyn Work>>,
-    /// Dropped at shutdown: every worker waiting in `next_work` wakes.
-    close_tx: Mutex<Option<Sender<()>>>,
-    close_rx: Receiver<()>,
     closed: AtomicBool,
     /// Daemon drop: no replacements, running tasks are being stopped.
     killing: AtomicBool,
@@ -107,6 +106,8 @@ pub(crate) struct PoolShared {
     spawn_fn: fn(&Arc<PoolShared>) -> Result<(), PoolError>,
     /// This very allocation (for the kill route, which is reached through `&self`).
     me: Weak<PoolShared>,
+    /// The same, as every future's kill route (cloned per task: one atomic increment).
+    route: Weak<dyn KillRoute>,
 }
 
 impl PoolShared {
@@ -118,16 +119,13 @@ impl PoolShared {
         spawn_fn: fn(&Arc<PoolShared>) -> Result<(), PoolError>,
     ) -> Arc<Self> {
         let (tx, rx) = crossbeam_channel::unbounded();
-        let (close_tx, close_rx) = crossbeam_channel::bounded(0);
         Arc::new_cyclic(|me| PoolShared {
             id,
             cfg,
             gil,
             timer,
-            tx,
+            tx: RwLock::new(Some(tx)),
             rx,
-            close_tx: Mutex::new(Some(close_tx)),
-            close_rx,
             closed: AtomicBool::new(false),
             killing: AtomicBool::new(false),
             live: AtomicUsize::new(0),
@@ -139,6 +137,7 @@ impl PoolShared {
             detached_reported: AtomicBool::new(false),
             spawn_fn,
             me: me.clone(),
+            route: me.clone(),
         })
     }
 
@@ -146,9 +145,10 @@ impl PoolShared {
         self.workers.lock().unwrap_or_else(|p| p.into_inner())
     }
 
-    /// A fresh task id (never 0).
-    pub(crate) fn task_id(&self) -> u64 {
-        self.next_task.fetch_add(1, Ordering::Relaxed)
+    /// Kill routes for `n` new tasks (fresh ids, never 0; one atomic step for all of them).
+    pub(crate) fn routes(&self, n: usize) -> impl Iterator<Item = Route> + '_ {
+        let first = self.next_task.fetch_add(n as u64, Ordering::Relaxed);
+        (first..first + n as u64).map(|id| Route::new(self.route.clone(), id))
     }
 
     pub(crate) fn is_closed(&self) -> bool {
@@ -163,14 +163,13 @@ impl PoolShared {
         self.live.load(Ordering::SeqCst)
     }
 
-    /// Queue work. If shutdown raced with this and every worker has already left, nobody
-    /// will take it: fail it here (the last worker out drains the queue the same way).
-    pub(crate) fn enqueue(&self, work: Box<dyn Work>) {
-        // The receiver lives as long as `self`: send cannot fail. (If it did, the work and
-        // its promises would be dropped, which completes the futures.)
-        let _ = self.tx.send(work);
-        if self.is_closed() && self.live() == 0 {
-            self.drain(TaskError::Shutdown);
+    /// Queue work; after shutdown it is given back (the caller fails it with `Shutdown`).
+    pub(crate) fn enqueue(&self, work: Box<dyn Work>) -> Result<(), Box<dyn Work>> {
+        let tx = self.tx.read().unwrap_or_else(|p| p.into_inner());
+        match tx.as_ref() {
+            // The receiver lives as long as `self`: a send cannot fail.
+            Some(tx) => tx.send(work).map_err(|e| e.into_inner()),
+            None => Err(work),
         }
     }
 
@@ -183,24 +182,7 @@ impl PoolShared {
 
     /// The next work for a worker; `None` once the pool is closed and the queue is empty.
     pub(crate) fn next_work(&self) -> Option<Box<dyn Work>> {
-        loop {
-            match self.rx.try_recv() {
-                Ok(w) => return Some(w),
-                Err(TryRecvError::Disconnected) => return None,
-                Err(TryRecvError::Empty) => {}
-            }
-            if self.is_closed() {
-                return None;
-            }
-            crossbeam_channel::select! {
-                recv(self.rx) -> w => match w {
-                    Ok(w) => return Some(w),
-                    Err(_) => return None,
-                },
-                // Only ever "disconnected": the pool closed. Loop to drain or leave.
-                recv(self.close_rx) -> _ => {}
-            }
-        }
+        self.rx.recv().ok()
     }
 
     /// Register a new worker (before its thread starts). Refused during a daemon drop.
@@ -225,12 +207,9 @@ impl PoolShared {
         (self.spawn_fn)(self)
     }
 
-    /// A worker leaves (it exits, or retires). The last one out of a closed pool fails what
-    /// a racing `submit` left in the queue.
+    /// A worker leaves (it exits, or retires).
     fn leave(&self) {
-        if self.live.fetch_sub(1, Ordering::SeqCst) == 1 && self.is_closed() {
-            self.drain(TaskError::Shutdown);
-        }
+        self.live.fetch_sub(1, Ordering::SeqCst);
     }
 
     /// A worker's loop ended (not retired).
@@ -262,16 +241,12 @@ impl PoolShared {
     /// Stop accepting work; with `cancel_pending`, cancel what is queued. Idempotent.
     pub(crate) fn close(&self, cancel_pending: bool) {
         self.closed.store(true, Ordering::SeqCst);
-        drop(
-            self.close_tx
-                .lock()
-                .unwrap_or_else(|p| p.into_inner())
-                .take(),
-        );
+        drop(self.tx.write().unwrap_or_else(|p| p.into_inner()).take());
         if cancel_pending {
             self.drain(TaskError::Cancelled);
         }
         if self.live() == 0 {
+            // (every worker is gone, e.g. none could start: nobody will take the rest)
             self.drain(TaskError::Shutdown);
         }
     }
