@@ -31,7 +31,24 @@ use poolrun_core::backend::{BatchSubmit, Dispatch};
 pub use poolrun_procpool::ProcessPool;
 pub use poolrun_threadpool::ThreadPool;
 
-/// Either pool, chosen at run time (e.g. from `--mode`). Implements [`Executor`] by
+/// The cluster backend: job arrays on a real Slurm cluster behind the same API.
+///
+/// ```no_run
+/// use poolrun::slurm::{SlurmConfig, SlurmPool};
+/// use poolrun::{Executor, PoolConfig};
+///
+/// fn square(x: u64) -> u64 { x * x }
+///
+/// let slurm = SlurmConfig::new().partition("debug").cpus_per_task(2);
+/// let pool = SlurmPool::new(PoolConfig::new().workers(4), slurm).unwrap();
+/// let squares: Vec<u64> = pool.map(square, 0..1000u64).map(|r| r.unwrap()).collect();
+/// assert_eq!(squares[999], 998_001);
+/// ```
+pub mod slurm {
+    pub use poolrun_slurm::{available, run_if_array_task, SlurmConfig, SlurmPool};
+}
+
+/// Any pool, chosen at run time (e.g. from `--mode`). Implements [`Executor`] by
 /// delegating.
 #[derive(Debug)]
 pub enum Pool {
@@ -39,14 +56,20 @@ pub enum Pool {
     Thread(ThreadPool),
     /// A process pool.
     Process(ProcessPool),
+    /// Job arrays on a Slurm cluster.
+    Slurm(slurm::SlurmPool),
 }
 
 impl Pool {
-    /// Build a pool of the given mode.
+    /// Build a pool of the given mode. `Mode::Slurm` takes its cluster settings from the
+    /// `POOLRUN_SLURM_*` environment variables ([`slurm::SlurmConfig::from_env`]).
     pub fn new(mode: Mode, cfg: PoolConfig) -> Result<Pool, PoolError> {
         Ok(match mode {
             Mode::Thread => Pool::Thread(ThreadPool::new(cfg)?),
             Mode::Process => Pool::Process(ProcessPool::new(cfg)?),
+            Mode::Slurm => {
+                Pool::Slurm(slurm::SlurmPool::new(cfg, slurm::SlurmConfig::from_env()?)?)
+            }
         })
     }
 }
@@ -56,6 +79,7 @@ macro_rules! delegate {
         match $self {
             Pool::Thread($p) => $e,
             Pool::Process($p) => $e,
+            Pool::Slurm($p) => $e,
         }
     };
 }

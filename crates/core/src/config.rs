@@ -16,6 +16,8 @@ pub enum Mode {
     Thread,
     /// Forked worker processes.
     Process,
+    /// Job arrays on a Slurm cluster (`sbatch`), each array task a local process pool.
+    Slurm,
 }
 
 impl fmt::Display for Mode {
@@ -23,6 +25,7 @@ impl fmt::Display for Mode {
         f.write_str(match self {
             Mode::Thread => "thread",
             Mode::Process => "process",
+            Mode::Slurm => "slurm",
         })
     }
 }
@@ -33,28 +36,84 @@ impl FromStr for Mode {
         match s.trim().to_ascii_lowercase().as_str() {
             "thread" | "threads" => Ok(Mode::Thread),
             "process" | "processes" => Ok(Mode::Process),
+            "slurm" => Ok(Mode::Slurm),
             other => Err(format!(
-                "unknown mode {other:?}: expected \"thread\" or \"process\""
+                "unknown mode {other:?}: expected \"thread\", \"process\" or \"slurm\""
             )),
         }
     }
 }
 
-/// A worker initializer with its argument, type-erased so both pools can run it.
+/// A worker initializer with its argument, type-erased so every backend can run it.
 ///
 /// The argument is kept encoded and decoded afresh in every worker, so `A` need not be
-/// `Clone` and a process worker gets exactly what a thread worker gets.
+/// `Clone` and a process worker gets exactly what a thread worker gets. It is kept as two
+/// addresses — the initializer `fn(A)` and the monomorphized runner that decodes `A` and
+/// calls it — plus the encoded argument, so a backend that runs workers in another process
+/// of the same executable (the cluster backend) can carry it across `exec`
+/// ([`portable`](Self::portable), [`from_portable`](Self::from_portable)).
 #[derive(Clone)]
 pub struct Initializer {
-    run: Arc<dyn Fn() -> Result<(), String> + Send + Sync>,
+    runner: InitRunner,
+    func: usize,
+    arg: Arc<Result<Vec<u8>, String>>,
     name: &'static str,
+}
+
+/// The signature of every initializer runner: decode the argument, run the `fn` at the
+/// address, catch a panic.
+pub type InitRunner = fn(usize, &[u8]) -> Result<(), String>;
+
+/// Decode `A` from `arg` and run the `fn(A)` at `func`, catching a panic.
+fn run_init<A: Payload>(func: usize, arg: &[u8]) -> Result<(), String> {
+    let a: A = codec::decode(arg).map_err(|e| e.to_string())?;
+    // SAFETY: `func` is the address of an `fn(A)` of this executable image: made by
+    // `PoolConfig::initializer::<A>` from a real `fn(A)` (in this process, or in the process
+    // this one was forked from), or translated by a backend from such an address after it
+    // proved the worker runs the identical image (`Initializer::from_portable`'s contract).
+    // This is the matching monomorphization of `run_init`, so the types agree.
+    let f = unsafe { std::mem::transmute::<usize, fn(A)>(func) };
+    std::panic::catch_unwind(std::panic::AssertUnwindSafe(move || f(a)))
+        .map_err(|p| panic_message(&*p))
 }
 
 impl Initializer {
     /// Run the initializer in the calling worker. A panic or an undecodable argument is
     /// returned as `Err(message)`.
     pub fn run(&self) -> Result<(), String> {
-        (self.run)()
+        match &*self.arg {
+            Ok(bytes) => (self.runner)(self.func, bytes),
+            Err(e) => Err(e.clone()),
+        }
+    }
+
+    /// `(runner, func, encoded argument)`: what a backend carries to a worker in another
+    /// process of the same executable.
+    pub fn portable(&self) -> (usize, usize, Result<&[u8], &str>) {
+        let arg = match &*self.arg {
+            Ok(b) => Ok(&b[..]),
+            Err(e) => Err(e.as_str()),
+        };
+        (self.runner as usize, self.func, arg)
+    }
+
+    /// Rebuild an initializer from [`portable`](Self::portable)'s parts.
+    ///
+    /// # Safety
+    /// `runner` and `func` must be the addresses `portable` gave in a process running the
+    /// identical executable image, translated to this process's addresses (the same offset
+    /// from a known symbol): `runner` an `InitRunner` monomorphized for the `A` of the
+    /// `fn(A)` at `func`.
+    pub unsafe fn from_portable(runner: usize, func: usize, arg: Vec<u8>) -> Initializer {
+        // SAFETY: the caller guarantees `runner` is the address of an `InitRunner` in this
+        // image (see above).
+        let runner = unsafe { std::mem::transmute::<usize, InitRunner>(runner) };
+        Initializer {
+            runner,
+            func,
+            arg: Arc::new(Ok(arg)),
+            name: "(carried across exec)",
+        }
     }
 }
 
@@ -148,17 +207,20 @@ impl PoolConfig {
     /// Run `f(arg)` once in every worker before its first task. A panic fails that worker's
     /// tasks with [`TaskError::Initializer`](crate::TaskError::Initializer).
     pub fn initializer<A: Payload>(mut self, f: fn(A), arg: A) -> Self {
-        let encoded = codec::encode(&arg);
-        let run = move || -> Result<(), String> {
-            let bytes = encoded.as_ref().map_err(|e| e.to_string())?;
-            let a: A = codec::decode(bytes).map_err(|e| e.to_string())?;
-            std::panic::catch_unwind(std::panic::AssertUnwindSafe(move || f(a)))
-                .map_err(|p| panic_message(&*p))
-        };
         self.initializer = Some(Initializer {
-            run: Arc::new(run),
+            runner: run_init::<A>,
+            func: f as usize,
+            arg: Arc::new(codec::encode(&arg).map_err(|e| e.to_string())),
             name: std::any::type_name::<A>(),
         });
+        self
+    }
+
+    /// Set a prebuilt initializer (a backend rebuilding a pool's configuration in another
+    /// process: see [`Initializer::from_portable`]).
+    #[doc(hidden)]
+    pub fn initializer_from(mut self, init: Initializer) -> Self {
+        self.initializer = Some(init);
         self
     }
 

@@ -59,6 +59,18 @@ pub enum TaskError {
     /// the restart-intensity limit allows), so the task could not be run.
     #[error("the pool is broken: {0}")]
     Broken(String),
+    /// The cluster job running the task ended before the task finished: it failed, was
+    /// cancelled from outside, hit its time limit, lost its node, or could not be submitted.
+    /// Names the job, Slurm's state, and the end of the job's log.
+    #[error("cluster job {job} ended {state} before the task finished{}", if log.is_empty() { String::new() } else { format!(": {log}") })]
+    JobFailed {
+        /// The job id as Slurm shows it (`1234_5` for an array task).
+        job: String,
+        /// Slurm's state (`FAILED`, `CANCELLED`, `TIMEOUT`, `NODE_FAIL`, …).
+        state: String,
+        /// The last lines of the job's log, and where the log is kept.
+        log: String,
+    },
     /// The value was already moved out of this future by an earlier successful
     /// `result_timeout`.
     #[error("the result was already taken from this future")]

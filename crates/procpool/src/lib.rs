@@ -37,4 +37,4 @@ mod status;
 mod sys;
 mod transport;
 
-pub use pool::ProcessPool;
+pub use pool::{task_addrs, ProcessPool};

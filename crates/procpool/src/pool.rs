@@ -138,9 +138,36 @@ impl ProcessPool {
         self.shared.lock().queued()
     }
 
+    /// For backends that relay tasks from another process of the same executable (the
+    /// cluster backend): run the task at `(trampoline, func)` — addresses made by
+    /// [`task_addrs`] in this image — on each encoded argument; each future yields the
+    /// task's encoded result, undecoded.
+    ///
+    /// # Safety
+    /// `(trampoline, func)` must be addresses [`task_addrs`] returned in this process, or in
+    /// a process running the identical executable image and translated to this one's
+    /// addresses (transport invariant T1: the worker calls them).
+    #[doc(hidden)]
+    #[allow(unsafe_code)]
+    pub unsafe fn submit_encoded(
+        &self,
+        trampoline: usize,
+        func: usize,
+        args: Vec<Vec<u8>>,
+    ) -> Vec<TaskFuture<Vec<u8>>> {
+        self.shared.submit_encoded(trampoline, func, args)
+    }
+
     fn join(&self, deadline: Deadline) -> bool {
         self.shared.threads.join_until(deadline)
     }
+}
+
+/// The `(trampoline, func)` addresses of task `f` in this executable image (see
+/// [`ProcessPool::submit_encoded`]).
+#[doc(hidden)]
+pub fn task_addrs<A: Payload, R: Payload>(f: fn(A) -> R) -> (usize, usize) {
+    crate::transport::task_addrs(f)
 }
 
 impl Dispatch for ProcessPool {

@@ -188,6 +188,37 @@ impl PoolShared {
         futures
     }
 
+    /// Queue one batch of already-encoded arguments for the task at `(trampoline, func)`
+    /// (addresses made by [`transport::task_addrs`] in this image); each future yields the
+    /// task's encoded result, undecoded. For a backend that relays tasks from another
+    /// process of the same executable.
+    pub(crate) fn submit_encoded(
+        &self,
+        trampoline: usize,
+        func: usize,
+        args: Vec<Vec<u8>>,
+    ) -> Vec<TaskFuture<Vec<u8>>> {
+        let first = item::next_ids(args.len());
+        let mut futures = Vec::with_capacity(args.len());
+        let mut items = VecDeque::with_capacity(args.len());
+        for (bytes, id) in args.into_iter().zip(first..) {
+            let (p, fut) = task_pair::<Vec<u8>>(Some(Route::new(self.route.clone(), id)));
+            items.push_back(Item::new(id, Arg::new(&bytes), ErasedPromise::raw(p)));
+            futures.push(fut);
+        }
+        if !items.is_empty() {
+            let batch = Batch {
+                trampoline,
+                func,
+                items,
+            };
+            if let Err((b, e)) = self.with_sched(|s| s.push(batch)) {
+                b.fail_all(&e);
+            }
+        }
+        futures
+    }
+
     /// Stop accepting work; with `cancel_pending`, cancel what has not started (items put
     /// back after a crash have started: they stay queued and run).
     pub(crate) fn close(&self, cancel_pending: bool) {

@@ -123,7 +123,42 @@ impl<R: DeserializeOwned + Send + 'static> From<Promise<R>> for ErasedPromise {
     }
 }
 
+/// The state of a promise whose value is the encoded bytes themselves.
+struct RawBytes(Arc<FutureState<Vec<u8>>>);
+
+impl EncodedState for RawBytes {
+    fn start(&self) -> bool {
+        self.0.start()
+    }
+    fn is_done(&self) -> bool {
+        self.0.is_done()
+    }
+    fn cancel(&self) -> bool {
+        self.0.cancel()
+    }
+    fn complete_encoded(&self, bytes: &[u8]) {
+        self.0.complete(Ok(bytes.to_vec()));
+    }
+    fn fail(&self, err: TaskError) {
+        self.0.complete(Err(err));
+    }
+    fn abandon(&self) {
+        self.0.abandon()
+    }
+}
+
 impl ErasedPromise {
+    /// A promise completed with the encoded result bytes as they are, undecoded (a backend
+    /// that relays results to another process decodes them there).
+    pub fn raw(mut p: Promise<Vec<u8>>) -> ErasedPromise {
+        ErasedPromise {
+            state: p
+                .state
+                .take()
+                .map(|s| Arc::new(RawBytes(s)) as Arc<dyn EncodedState>),
+        }
+    }
+
     /// See [`Promise::start`].
     pub fn start(&self) -> bool {
         self.state.as_ref().is_some_and(|s| s.start())

@@ -1,0 +1,97 @@
+//! `SlurmPool` against the real one-node Slurm cluster of `scripts/slurm/start.sh`.
+//!
+//! Skipped, with one line saying why, where no cluster answers (`sbatch` missing or the
+//! controller down); `.ci/run` starts the cluster and sets `POOLRUN_REQUIRE_SLURM=1`, which
+//! turns a missing cluster into a failure instead.
+
+use std::time::{Duration, Instant};
+
+use poolrun_core::{as_completed, Executor, PoolConfig, TaskError};
+use poolrun_slurm::{SlurmConfig, SlurmPool};
+use poolrun_testkit::tasks::*;
+
+fn cluster_or_skip(test: &str) -> bool {
+    let ok = poolrun_slurm::available().and_then(|()| {
+        let o = std::process::Command::new("squeue")
+            .arg("-h")
+            .output()
+            .map_err(|e| e.to_string())?;
+        if o.status.success() {
+            Ok(())
+        } else {
+            Err(String::from_utf8_lossy(&o.stderr).trim().to_string())
+        }
+    });
+    match ok {
+        Ok(()) => true,
+        Err(e) if std::env::var_os("POOLRUN_REQUIRE_SLURM").is_some() => {
+            panic!("{test}: POOLRUN_REQUIRE_SLURM is set but no Slurm cluster answers: {e}")
+        }
+        Err(e) => {
+            eprintln!(
+                "{test}: skipped: no Slurm cluster ({e}); start one with scripts/slurm/start.sh"
+            );
+            false
+        }
+    }
+}
+
+fn work_base() -> std::path::PathBuf {
+    std::env::temp_dir().join("poolrun-slurm-tests")
+}
+
+fn pool(workers: usize) -> SlurmPool {
+    let slurm = SlurmConfig::new()
+        .work_dir(work_base())
+        .poll_interval(Duration::from_millis(100));
+    SlurmPool::new(PoolConfig::new().workers(workers).daemon(false), slurm).expect("slurm pool")
+}
+
+const LIMIT: Duration = Duration::from_secs(120);
+
+#[test]
+fn submit_and_map_through_job_arrays() {
+    if !cluster_or_skip("submit_and_map_through_job_arrays") {
+        return;
+    }
+    let p = pool(2);
+    let t = Instant::now();
+    assert_eq!(p.submit(square, 12).result_timeout(LIMIT), Ok(144));
+    eprintln!("one submit().result(): {:?}", t.elapsed());
+    let got: Vec<_> = p.map(square, 0..200u64).timeout(LIMIT).collect();
+    assert_eq!(got, (0..200u64).map(|i| Ok(i * i)).collect::<Vec<_>>());
+    let dir = p.work_dir().to_path_buf();
+    p.shutdown(true, false);
+    assert!(!dir.exists(), "a clean shutdown removes the work directory");
+}
+
+#[test]
+fn a_crashing_task_fails_alone_and_panics_are_per_task() {
+    if !cluster_or_skip("a_crashing_task_fails_alone_and_panics_are_per_task") {
+        return;
+    }
+    let p = pool(2);
+    let futs: Vec<_> = (0..6u64).map(|i| p.submit(panics_on_odd, i)).collect();
+    let got: Vec<_> = futs.into_iter().map(|f| f.result_timeout(LIMIT)).collect();
+    for (i, r) in got.iter().enumerate() {
+        if i % 2 == 1 {
+            assert_eq!(
+                r,
+                &Err(TaskError::Panicked {
+                    message: format!("boom on {i}")
+                })
+            );
+        } else {
+            assert_eq!(r, &Ok(i as u64));
+        }
+    }
+    let done: Vec<_> = as_completed(
+        (0..4u64)
+            .map(|i| p.submit(sleep_then, (10 * (4 - i), i)))
+            .collect(),
+    )
+    .map(|(i, r)| (i, r.unwrap()))
+    .collect();
+    assert_eq!(done.len(), 4);
+    p.shutdown(true, false);
+}
