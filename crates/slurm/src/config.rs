@@ -40,6 +40,7 @@ pub struct SlurmConfig {
     tasks_per_array_task: Option<usize>,
     batch_window: Duration,
     requeue: bool,
+    keep_work_dir: bool,
 }
 
 impl Default for SlurmConfig {
@@ -67,6 +68,7 @@ impl SlurmConfig {
             tasks_per_array_task: None,
             batch_window: Duration::from_millis(50),
             requeue: false,
+            keep_work_dir: false,
         }
     }
 
@@ -74,7 +76,7 @@ impl SlurmConfig {
     /// `POOLRUN_SLURM_TIME` (seconds), `POOLRUN_SLURM_CPUS_PER_TASK`, `POOLRUN_SLURM_MEM_MB`,
     /// `POOLRUN_SLURM_SBATCH_ARGS` (space-separated), `POOLRUN_SLURM_DIR`,
     /// `POOLRUN_SLURM_POLL_MS`, `POOLRUN_SLURM_MAX_ARRAY`, `POOLRUN_SLURM_HEARTBEAT_SECS`,
-    /// `POOLRUN_SLURM_CHUNK`. A value that does not parse is an error naming the variable.
+    /// `POOLRUN_SLURM_CHUNK`, `POOLRUN_SLURM_KEEP` (`1`: keep the work directory). A value that does not parse is an error naming the variable.
     pub fn from_env() -> Result<Self, PoolError> {
         let mut c = SlurmConfig::new();
         let var = |k: &str| std::env::var(k).ok().filter(|v| !v.trim().is_empty());
@@ -121,6 +123,17 @@ impl SlurmConfig {
         }
         if let Some(v) = var("POOLRUN_SLURM_CHUNK") {
             c = c.tasks_per_array_task(Some(num("POOLRUN_SLURM_CHUNK", &v)?));
+        }
+        if let Some(v) = var("POOLRUN_SLURM_KEEP") {
+            c = c.keep_work_dir(match v.as_str() {
+                "1" | "true" | "yes" => true,
+                "0" | "false" | "no" => false,
+                _ => {
+                    return Err(PoolError::InvalidConfig(format!(
+                        "POOLRUN_SLURM_KEEP={v:?}: expected 1 or 0"
+                    )))
+                }
+            });
         }
         Ok(c)
     }
@@ -201,6 +214,19 @@ impl SlurmConfig {
     pub fn requeue(mut self, on: bool) -> Self {
         self.requeue = on;
         self
+    }
+
+    /// Keep the pool's work directory (job files, results, Slurm's logs) after shutdown,
+    /// for inspection. Without it the directory is removed unless a task failed for a
+    /// cluster reason (then it is kept and its path printed).
+    pub fn keep_work_dir(mut self, on: bool) -> Self {
+        self.keep_work_dir = on;
+        self
+    }
+
+    /// Whether the work directory is kept after shutdown.
+    pub fn get_keep_work_dir(&self) -> bool {
+        self.keep_work_dir
     }
 
     /// The configured CPUs per array task.

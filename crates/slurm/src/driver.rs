@@ -61,6 +61,7 @@ struct Chunk {
 
 /// One submitted job array.
 struct Array {
+    /// Slurm's job id (empty while `sbatch` runs).
     job: String,
     dir: PathBuf,
     submitted: Instant,
@@ -283,7 +284,7 @@ impl Shared {
         self.lock()
             .arrays
             .iter()
-            .filter(|a| !a.finished())
+            .filter(|a| !a.finished() && !a.job.is_empty())
             .map(|a| a.job.clone())
             .collect()
     }
@@ -301,7 +302,7 @@ fn drive(s: &Arc<Shared>) {
             let jobs: Vec<String> = st
                 .arrays
                 .iter()
-                .filter(|a| !a.finished())
+                .filter(|a| !a.finished() && !a.job.is_empty())
                 .map(|a| a.job.clone())
                 .collect();
             let pending = std::mem::take(&mut st.pending);
@@ -385,13 +386,13 @@ fn drive(s: &Arc<Shared>) {
         }
     }
     // Final: the work directory goes unless a task failed for a cluster reason.
-    let keep = s.lock().keep_dir;
-    if keep {
+    let failed = s.lock().keep_dir;
+    if failed {
         eprintln!(
             "poolrun: slurm pool: a task failed on the cluster; its job files and logs are kept in {}",
             s.dir.root().display()
         );
-    } else {
+    } else if !s.cfg.get_keep_work_dir() {
         let _ = s.dir.remove();
     }
 }
@@ -407,22 +408,15 @@ fn chunk_count(s: &Shared, n: usize) -> usize {
 
 /// Write the chunk files for `batch` and submit them as one job array.
 fn submit_array(s: &Arc<Shared>, batch: Vec<Pending>) {
-    // From here on the tasks count as running; a task cancelled meanwhile is dropped.
-    let live: Vec<Pending> = batch.into_iter().filter(|p| p.promise.start()).collect();
-    if live.is_empty() {
-        return;
-    }
-    let n = live.len();
-    let m = chunk_count(s, n);
     let k = {
         let mut st = s.lock();
         st.next_array += 1;
         st.next_array - 1
     };
-    let fail_all = |live: Vec<Pending>, why: String| {
+    let fail = |promises: Vec<ErasedPromise>, why: String| {
         s.lock().keep_dir = true;
-        for p in live {
-            p.promise.fail(TaskError::JobFailed {
+        for p in promises {
+            p.fail(TaskError::JobFailed {
                 job: "(not submitted)".into(),
                 state: "SUBMIT_FAILED".into(),
                 log: why.clone(),
@@ -431,9 +425,70 @@ fn submit_array(s: &Arc<Shared>, batch: Vec<Pending>) {
     };
     let dir = match s.dir.create_array(k) {
         Ok(d) => d,
-        Err(e) => return fail_all(live, format!("cannot create the array directory: {e}")),
+        Err(e) => {
+            let live = batch.into_iter().filter(|p| p.promise.start());
+            let promises = live.map(|p| p.promise).collect();
+            return fail(promises, format!("cannot create the array directory: {e}"));
+        }
     };
-    // Split into m chunks of near-equal size, in submission order.
+    // The tasks start and the array is followed in one step under the lock: from the
+    // moment a future reports `running()`, `kill()` finds its task here (the array has no
+    // job id until `sbatch` answers). A task cancelled before this point is dropped.
+    let (slot, files) = {
+        let mut st = s.lock();
+        let live: Vec<Pending> = batch.into_iter().filter(|p| p.promise.start()).collect();
+        if live.is_empty() {
+            drop(st);
+            let _ = std::fs::remove_dir_all(&dir);
+            return;
+        }
+        let m = chunk_count(s, live.len());
+        let (chunks, files) = split(live, m);
+        st.arrays.push(Array {
+            job: String::new(),
+            dir: dir.clone(),
+            submitted: Instant::now(),
+            seen: false,
+            chunks,
+        });
+        (st.arrays.len() - 1, files)
+    };
+    let take_back = || -> Vec<ErasedPromise> {
+        let chunks = std::mem::take(&mut s.lock().arrays[slot].chunks);
+        chunks
+            .into_iter()
+            .flat_map(|c| c.unfinished.into_values())
+            .collect()
+    };
+    let written = files
+        .iter()
+        .enumerate()
+        .try_for_each(|(i, f)| workdir::write_value(&workdir::chunk_path(&dir, i), f));
+    if let Err(e) = written {
+        let why = format!("cannot write the job files in {}: {e}", dir.display());
+        return fail(take_back(), why);
+    }
+    let mut args = vec![
+        format!("--array=0-{}%{}", files.len() - 1, s.workers.max(1)),
+        format!("--job-name=poolrun-{}", std::process::id()),
+        format!("--output={}/log-%a.txt", dir.display()),
+    ];
+    args.extend(s.cfg.sbatch_options());
+    match cluster::sbatch(&args, &s.dir.script(), &[dir.display().to_string()]) {
+        Ok(job) => {
+            let mut st = s.lock();
+            let a = &mut st.arrays[slot];
+            a.job = job;
+            a.submitted = Instant::now();
+        }
+        Err(e) => fail(take_back(), e),
+    }
+}
+
+/// Split `live` into `m` chunks of near-equal size, in submission order: the driver's
+/// view (promises by task id) and the files the array tasks read.
+fn split(live: Vec<Pending>, m: usize) -> (Vec<Chunk>, Vec<ChunkFile>) {
+    let n = live.len();
     let mut chunks: Vec<Chunk> = Vec::with_capacity(m);
     let mut files: Vec<ChunkFile> = Vec::with_capacity(m);
     let mut it = live.into_iter();
@@ -461,46 +516,7 @@ fn submit_array(s: &Arc<Shared>, batch: Vec<Pending>) {
         });
         files.push(file);
     }
-    let written = files
-        .iter()
-        .enumerate()
-        .try_for_each(|(i, f)| workdir::write_value(&workdir::chunk_path(&dir, i), f));
-    let give_back = |chunks: Vec<Chunk>, why: String| {
-        let promises: Vec<ErasedPromise> = chunks
-            .into_iter()
-            .flat_map(|c| c.unfinished.into_values())
-            .collect();
-        s.lock().keep_dir = true;
-        for p in promises {
-            p.fail(TaskError::JobFailed {
-                job: "(not submitted)".into(),
-                state: "SUBMIT_FAILED".into(),
-                log: why.clone(),
-            });
-        }
-    };
-    if let Err(e) = written {
-        return give_back(
-            chunks,
-            format!("cannot write the job files in {}: {e}", dir.display()),
-        );
-    }
-    let mut args = vec![
-        format!("--array=0-{}%{}", m - 1, s.workers.max(1)),
-        format!("--job-name=poolrun-{}", std::process::id()),
-        format!("--output={}/log-%a.txt", dir.display()),
-    ];
-    args.extend(s.cfg.sbatch_options());
-    match cluster::sbatch(&args, &s.dir.script(), &[dir.display().to_string()]) {
-        Ok(job) => s.lock().arrays.push(Array {
-            job,
-            dir,
-            submitted: Instant::now(),
-            seen: false,
-            chunks,
-        }),
-        Err(e) => give_back(chunks, e),
-    }
+    (chunks, files)
 }
 
 /// What one poll found: futures to complete, outside the lock.
@@ -527,7 +543,7 @@ fn poll(s: &Arc<Shared>) {
         let st = s.lock();
         st.arrays
             .iter()
-            .filter(|a| !a.finished())
+            .filter(|a| !a.finished() && !a.job.is_empty())
             .map(|a| a.job.clone())
             .collect()
     };
@@ -599,7 +615,11 @@ fn read_results(s: &Shared, ai: usize, dir: &Path, done: &mut Completions) {
 fn apply_states(s: &Shared, rows: &[cluster::TaskRow], done: &mut Completions) {
     let mut st = s.lock();
     let st = &mut *st;
-    for a in st.arrays.iter_mut().filter(|a| !a.finished()) {
+    for a in st
+        .arrays
+        .iter_mut()
+        .filter(|a| !a.finished() && !a.job.is_empty())
+    {
         let mine: Vec<&cluster::TaskRow> = rows.iter().filter(|r| r.array == a.job).collect();
         if !mine.is_empty() {
             a.seen = true;
