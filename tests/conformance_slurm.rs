@@ -28,16 +28,7 @@ fn cluster() -> bool {
         std::env::set_var("POOLRUN_SLURM_DIR", scratch());
         std::env::set_var("POOLRUN_SLURM_POLL_MS", "100");
     });
-    match poolrun::slurm::available() {
-        Ok(()) => true,
-        Err(e) if std::env::var_os("POOLRUN_REQUIRE_SLURM").is_some() => {
-            panic!("POOLRUN_REQUIRE_SLURM is set but Slurm is not available: {e}")
-        }
-        Err(e) => {
-            eprintln!("skipped: no Slurm cluster ({e}); start one with scripts/slurm/start.sh");
-            false
-        }
-    }
+    poolrun_testkit::slurm::cluster_or_skip("conformance_slurm")
 }
 
 fn scratch() -> PathBuf {

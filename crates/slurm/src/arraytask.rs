@@ -327,10 +327,12 @@ fn start_heartbeat_watch(path: PathBuf, timeout: Duration, array_job: String) {
         .name("poolrun-heartbeat".into())
         .spawn(move || loop {
             std::thread::sleep(Duration::from_millis(500));
-            let age = std::fs::metadata(&path)
-                .and_then(|m| m.modified())
-                .ok()
-                .and_then(|t| SystemTime::now().duration_since(t).ok());
+            // A heartbeat that is gone (the work directory removed) is as silent as it gets.
+            let age = match std::fs::metadata(&path).and_then(|m| m.modified()) {
+                Ok(t) => SystemTime::now().duration_since(t).ok(),
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => Some(Duration::MAX),
+                Err(_) => None,
+            };
             if age.is_some_and(|a| a > timeout) {
                 eprintln!(
                     "poolrun array task: the submitter has been silent for more than {timeout:?}: \

@@ -175,6 +175,37 @@ pub(crate) fn squeue(ids: &[String]) -> Result<Vec<TaskRow>, String> {
     }
 }
 
+/// The job completion record of the arrays `ids` (`sacct`), for arrays `squeue` no
+/// longer lists (purged after `MinJobAge`). Empty where the cluster keeps no accounting
+/// (`sacct` then fails): the caller reports those tasks as gone.
+pub(crate) fn sacct(ids: &[String]) -> Vec<TaskRow> {
+    if ids.is_empty() {
+        return Vec::new();
+    }
+    let mut c = Command::new("sacct");
+    c.args(["-X", "-n", "-P", "-o", "JobID,State", "-j"])
+        .arg(ids.join(","));
+    match run(c) {
+        Ok((out, _)) => parse_sacct(&out),
+        Err(_) => Vec::new(),
+    }
+}
+
+fn parse_sacct(out: &str) -> Vec<TaskRow> {
+    out.lines()
+        .filter_map(|l| {
+            let (id, state) = l.trim().split_once('|')?;
+            let (array, index) = id.split_once('_')?;
+            Some(TaskRow {
+                array: array.to_string(),
+                index: index.parse().ok(),
+                state: state.split_whitespace().next()?.to_string(),
+                reason: String::new(),
+            })
+        })
+        .collect()
+}
+
 /// Cancel the given jobs (ours only). Errors are reported, not returned: there is nothing
 /// better to do at that point.
 pub(crate) fn scancel(ids: &[String]) {
@@ -202,5 +233,20 @@ mod tests {
         assert_eq!(r[1].index, None);
         assert_eq!(r[2].state, "CANCELLED");
         assert!(is_terminal("TIMEOUT") && !is_terminal("RUNNING"));
+    }
+
+    #[test]
+    fn sacct_rows() {
+        let r = parse_sacct("12_3|FAILED\n12_[5-9]|PENDING\n12_0|CANCELLED by 0\n13|COMPLETED\n");
+        assert_eq!(
+            r.iter()
+                .map(|r| (r.array.as_str(), r.index, r.state.as_str()))
+                .collect::<Vec<_>>(),
+            vec![
+                ("12", Some(3), "FAILED"),
+                ("12", None, "PENDING"),
+                ("12", Some(0), "CANCELLED")
+            ]
+        );
     }
 }

@@ -114,7 +114,14 @@ pub(crate) fn start(
         Some(d) => d.to_path_buf(),
         None => default_base(),
     };
-    let dir = WorkDir::create(&base).map_err(|e| PoolError::os("create the work directory", e))?;
+    // The errors name the path: a work directory is a setting the user can fix.
+    let io_at = |what: &str, path: &Path, e: std::io::Error| {
+        PoolError::Io(std::io::Error::new(
+            e.kind(),
+            format!("cannot {what} {}: {e}", path.display()),
+        ))
+    };
+    let dir = WorkDir::create(&base).map_err(|e| io_at("create a work directory in", &base, e))?;
     let setup = || -> std::io::Result<()> {
         let hash = image::copy_self(&dir.exe())?;
         let pool = PoolFile {
@@ -143,7 +150,7 @@ pub(crate) fn start(
     };
     if let Err(e) = setup() {
         let _ = dir.remove();
-        return Err(PoolError::os("write the work directory", e));
+        return Err(io_at("write the work directory", dir.root(), e));
     }
     let shared = Arc::new_cyclic(|me| Shared {
         cfg: slurm,
@@ -549,7 +556,16 @@ fn poll(s: &Arc<Shared>) {
     };
     if !jobs.is_empty() {
         match cluster::squeue(&jobs) {
-            Ok(rows) => apply_states(s, &rows, &mut done),
+            Ok(mut rows) => {
+                // Arrays squeue no longer knows: ask the completion record.
+                let gone: Vec<String> = jobs
+                    .iter()
+                    .filter(|j| !rows.iter().any(|r| &r.array == *j))
+                    .cloned()
+                    .collect();
+                rows.extend(cluster::sacct(&gone));
+                apply_states(s, &rows, &mut done)
+            }
             Err(e) => eprintln!("poolrun: slurm pool: squeue failed ({e}); retrying"),
         }
     }
@@ -568,18 +584,7 @@ fn read_results(s: &Shared, ai: usize, dir: &Path, done: &mut Completions) {
             .collect()
     };
     for (index, mut next) in indices {
-        let mut results = Vec::new();
-        loop {
-            let path = workdir::result_path(dir, index, next);
-            match workdir::read_value::<ResultFile>(&path) {
-                Ok(f) => {
-                    results.extend(f.results);
-                    let _ = std::fs::remove_file(&path);
-                    next += 1;
-                }
-                Err(_) => break,
-            }
-        }
+        let results = take_results(dir, index, &mut next);
         let finished = workdir::done_path(dir, index).exists();
         let mut st = s.lock();
         let Some(c) = st.arrays.get_mut(ai).and_then(|a| a.chunks.get_mut(index)) else {
@@ -611,6 +616,27 @@ fn read_results(s: &Shared, ai: usize, dir: &Path, done: &mut Completions) {
     }
 }
 
+/// The results of array task `index` in files `next`, `next + 1`, … (each removed once
+/// read; a file is complete once visible, being renamed into place).
+fn take_results(
+    dir: &Path,
+    index: usize,
+    next: &mut u64,
+) -> Vec<(u64, Result<ByteBuf, TaskError>)> {
+    let mut results = Vec::new();
+    loop {
+        let path = workdir::result_path(dir, index, *next);
+        match workdir::read_value::<ResultFile>(&path) {
+            Ok(f) => {
+                results.extend(f.results);
+                let _ = std::fs::remove_file(&path);
+                *next += 1;
+            }
+            Err(_) => return results,
+        }
+    }
+}
+
 /// Apply `squeue`'s rows: running flags, and array tasks that ended without finishing.
 fn apply_states(s: &Shared, rows: &[cluster::TaskRow], done: &mut Completions) {
     let mut st = s.lock();
@@ -637,19 +663,7 @@ fn apply_states(s: &Shared, rows: &[cluster::TaskRow], done: &mut Completions) {
             let Some(state) = ended_as else { continue };
             // Results written just before it ended: read them first (the done marker is
             // written last, so a COMPLETED task that wrote one was handled already).
-            let mut results = Vec::new();
-            loop {
-                let path = workdir::result_path(&a.dir, c.index, c.next_file);
-                match workdir::read_value::<ResultFile>(&path) {
-                    Ok(f) => {
-                        results.extend(f.results);
-                        let _ = std::fs::remove_file(&path);
-                        c.next_file += 1;
-                    }
-                    Err(_) => break,
-                }
-            }
-            for (id, r) in results {
+            for (id, r) in take_results(&a.dir, c.index, &mut c.next_file) {
                 if let Some(p) = c.unfinished.remove(&id) {
                     done.push((p, r));
                 }

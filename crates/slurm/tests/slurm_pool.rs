@@ -8,33 +8,8 @@ use std::time::{Duration, Instant};
 
 use poolrun_core::{as_completed, Executor, PoolConfig, TaskError};
 use poolrun_slurm::{SlurmConfig, SlurmPool};
+use poolrun_testkit::slurm::cluster_or_skip;
 use poolrun_testkit::tasks::*;
-
-fn cluster_or_skip(test: &str) -> bool {
-    let ok = poolrun_slurm::available().and_then(|()| {
-        let o = std::process::Command::new("squeue")
-            .arg("-h")
-            .output()
-            .map_err(|e| e.to_string())?;
-        if o.status.success() {
-            Ok(())
-        } else {
-            Err(String::from_utf8_lossy(&o.stderr).trim().to_string())
-        }
-    });
-    match ok {
-        Ok(()) => true,
-        Err(e) if std::env::var_os("POOLRUN_REQUIRE_SLURM").is_some() => {
-            panic!("{test}: POOLRUN_REQUIRE_SLURM is set but no Slurm cluster answers: {e}")
-        }
-        Err(e) => {
-            eprintln!(
-                "{test}: skipped: no Slurm cluster ({e}); start one with scripts/slurm/start.sh"
-            );
-            false
-        }
-    }
-}
 
 fn work_base() -> std::path::PathBuf {
     std::env::temp_dir().join("poolrun-slurm-tests")

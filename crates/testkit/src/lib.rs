@@ -7,6 +7,7 @@
 //! - [`tasks`]: the plain `fn` tasks the conformance and fault suites run in every mode.
 //! - [`cli`]: run a `poolrun` binary with a deadline and capture its output.
 //! - [`model`]: an exhaustive-interleaving checker for the lock-free handshakes.
+//! - [`slurm`]: the Slurm test cluster: whether one answers, what is left in its queue.
 //! - [`rng`]: a seedable generator and env knobs for the randomized suites.
 
 #![warn(missing_docs)]
@@ -15,6 +16,7 @@ pub mod cli;
 pub mod model;
 pub mod procfs;
 pub mod rng;
+pub mod slurm;
 pub mod tasks;
 pub mod wait;
 
