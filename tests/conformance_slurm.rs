@@ -25,7 +25,7 @@ fn cluster() -> bool {
     static SET: Once = Once::new();
     SET.call_once(|| {
         // Settings through the environment, as `Pool::new(Mode::Slurm, …)` reads them.
-        std::env::set_var("POOLRUN_SLURM_DIR", scratch());
+        std::env::set_var("POOLRUN_SLURM_WORK_DIR", scratch());
         std::env::set_var("POOLRUN_SLURM_POLL_MS", "100");
     });
     poolrun_testkit::slurm::cluster_or_skip("conformance_slurm")

@@ -7,12 +7,12 @@ use clap::{Args, Parser, Subcommand, ValueEnum};
 use crate::compare::CompareArgs;
 use crate::demo::DemoArgs;
 
-/// `poolrun`: run a task per argument on a process pool or a thread pool.
+/// `poolrun`: run a task per argument on a process pool, a thread pool or a Slurm cluster.
 #[derive(Parser, Debug)]
 #[command(
     name = "poolrun",
     version,
-    about = "Run one task per argument (or stdin line) on a process pool or a thread pool",
+    about = "Run one task per argument (or stdin line) on a process pool, a thread pool or a Slurm cluster",
     long_about = None,
     args_conflicts_with_subcommands = true,
     args_override_self = true,
@@ -50,6 +50,8 @@ pub enum ModeArg {
     Thread,
     /// Forked worker processes.
     Process,
+    /// Job arrays on a Slurm cluster (each array task a local process pool).
+    Slurm,
 }
 
 /// `--gil`.
@@ -84,10 +86,12 @@ pub enum ProgressArg {
 /// The options of a task run.
 #[derive(Args, Debug)]
 pub struct RunArgs {
-    /// Run tasks on forked worker processes or on worker threads [default: process].
+    /// Run tasks on forked worker processes, on worker threads, or as Slurm job arrays
+    /// [default: process].
     #[arg(long, value_enum)]
     pub mode: Option<ModeArg>,
-    /// Number of workers [default: the number of CPUs].
+    /// Number of workers [default: the number of CPUs]; with `--mode slurm`, array tasks
+    /// running at once.
     #[arg(short = 'j', long = "jobs", value_name = "N")]
     pub jobs: Option<usize>,
     /// Emulate CPython's GIL in each worker (each process has its own).
@@ -108,6 +112,20 @@ pub struct RunArgs {
     /// Show a progress bar on stderr.
     #[arg(long, value_enum, default_value = "auto")]
     pub progress: ProgressArg,
+    /// Slurm partition (`--mode slurm`).
+    #[arg(long, value_name = "P", help_heading = "Slurm (--mode slurm)")]
+    pub partition: Option<String>,
+    /// Slurm time limit per array task: MINUTES, MM:SS, HH:MM:SS, D-HH[:MM[:SS]].
+    #[arg(long, value_name = "T", help_heading = "Slurm (--mode slurm)")]
+    pub time: Option<String>,
+    /// One more sbatch option, with its value in one word (`--qos=short`); repeatable.
+    #[arg(
+        long = "sbatch-arg",
+        value_name = "ARG",
+        allow_hyphen_values = true,
+        help_heading = "Slurm (--mode slurm)"
+    )]
+    pub sbatch_args: Vec<String>,
     /// The task to run (see `poolrun tasks`).
     #[arg(value_name = "TASK")]
     pub task: Option<String>,

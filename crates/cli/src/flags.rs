@@ -42,6 +42,51 @@ pub(crate) fn seconds(flag: &str, secs: f64) -> Result<Duration, String> {
     }
 }
 
+/// A Slurm time limit as `sbatch --time` writes it: `MINUTES`, `MINUTES:SECONDS`,
+/// `HOURS:MINUTES:SECONDS`, `DAYS-HOURS`, `DAYS-HOURS:MINUTES` or
+/// `DAYS-HOURS:MINUTES:SECONDS`; positive.
+pub(crate) fn slurm_time(flag: &str, text: &str) -> Result<Duration, String> {
+    let bad = || {
+        Err(format!(
+            "{flag} {text:?}: not a Slurm time limit (MINUTES, MM:SS, HH:MM:SS, D-HH, D-HH:MM or D-HH:MM:SS)"
+        ))
+    };
+    let num = |s: &str| -> Option<u64> {
+        (!s.is_empty() && s.bytes().all(|b| b.is_ascii_digit()))
+            .then(|| s.parse().ok())
+            .flatten()
+    };
+    let (days, clock) = match text.trim().split_once('-') {
+        Some((d, rest)) => match num(d) {
+            Some(d) => (Some(d), rest),
+            None => return bad(),
+        },
+        None => (None, text.trim()),
+    };
+    let parts: Option<Vec<u64>> = clock.split(':').map(num).collect();
+    let Some(parts) = parts else { return bad() };
+    // [a], [a, b], [a, b, c]: minutes, min:sec, h:m:s; after `D-`: hours, h:m, h:m:s.
+    let secs = match (days, parts.as_slice()) {
+        (None, [m]) => m.checked_mul(60),
+        (None, [m, s]) => m.checked_mul(60).and_then(|v| v.checked_add(*s)),
+        (None, [h, m, s]) | (Some(_), [h, m, s]) => h
+            .checked_mul(3600)
+            .and_then(|v| v.checked_add(m.checked_mul(60)?))
+            .and_then(|v| v.checked_add(*s)),
+        (Some(_), [h]) => h.checked_mul(3600),
+        (Some(_), [h, m]) => h
+            .checked_mul(3600)
+            .and_then(|v| v.checked_add(m.checked_mul(60)?)),
+        _ => return bad(),
+    };
+    let secs = secs.and_then(|v| v.checked_add(days.unwrap_or(0).checked_mul(86_400)?));
+    match secs {
+        Some(s) if s > 0 => Ok(Duration::from_secs(s)),
+        Some(_) => Err(format!("{flag} {text:?}: must be positive")),
+        None => bad(),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -65,6 +110,30 @@ mod tests {
         );
         for bad in [0.0, -1.0, f64::INFINITY, f64::NAN] {
             assert!(seconds("--timeout", bad).is_err(), "{bad}");
+        }
+    }
+
+    #[test]
+    fn slurm_times() {
+        let t = |s| slurm_time("--time", s);
+        assert_eq!(t("5"), Ok(Duration::from_secs(300)));
+        assert_eq!(t("5:30"), Ok(Duration::from_secs(330)));
+        assert_eq!(t("1:02:03"), Ok(Duration::from_secs(3723)));
+        assert_eq!(t("2-3"), Ok(Duration::from_secs(2 * 86_400 + 3 * 3600)));
+        assert_eq!(t("1-0:30"), Ok(Duration::from_secs(86_400 + 1800)));
+        assert_eq!(t("1-0:0:1"), Ok(Duration::from_secs(86_401)));
+        assert!(t("0").unwrap_err().contains("positive"));
+        for bad in [
+            "",
+            "abc",
+            "1:2:3:4",
+            "-5",
+            "1-",
+            "5m",
+            "99999999999999999999",
+            "1-2-3",
+        ] {
+            assert!(t(bad).unwrap_err().starts_with("--time"), "{bad}");
         }
     }
 }

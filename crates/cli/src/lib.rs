@@ -21,8 +21,9 @@
 //! ```
 //!
 //! ```text
-//! poolrun [--mode thread|process] [-j N] [--gil on|off] [--switch-interval MS]
+//! poolrun [--mode thread|process|slurm] [-j N] [--gil on|off] [--switch-interval MS]
 //!         [--timeout SECS] [--unordered] [--format text|json] [--progress auto|always|never]
+//!         [--partition P] [--time T] [--sbatch-arg ARG]...   # --mode slurm only
 //!         TASK [ARG ...]          # one task per ARG; with no ARG or `-`, one per stdin line
 //! poolrun compare ...             # the threads-vs-processes experiment
 //! poolrun demo SCENARIO ...       # synchronisation demos
@@ -78,6 +79,9 @@ where
 {
     install_panic_hook();
     let registry = registry::install(registry);
+    // Started by Slurm as an array task of a `--mode slurm` run: serve it with this
+    // registry (the tasks' `fn`s and the registry are the submitter's) and exit.
+    poolrun::slurm::run_if_array_task();
     let cli = match args::Cli::try_parse_from(args) {
         Ok(cli) => cli,
         Err(e) => return clap_error(e),

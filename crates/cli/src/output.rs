@@ -188,6 +188,18 @@ impl Progress {
         }
     }
 
+    /// A cluster's view: tasks waiting for Slurm and running in array tasks (the bar's
+    /// position counts the done ones).
+    pub(crate) fn cluster(&self, queued: usize, running: usize, failed: u64) {
+        if let Some(b) = &self.bar {
+            let mut msg = format!("queued {queued}, running {running}");
+            if failed > 0 {
+                msg.push_str(&format!(", {failed} failed"));
+            }
+            b.set_message(msg);
+        }
+    }
+
     /// Run `f` (which prints to stdout) with the bar hidden, so lines don't mix.
     pub(crate) fn suspend<T>(&self, f: impl FnOnce() -> T) -> T {
         match &self.bar {

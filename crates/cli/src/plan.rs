@@ -7,6 +7,7 @@
 use std::io::IsTerminal;
 use std::time::Duration;
 
+use poolrun::slurm::SlurmConfig;
 use poolrun::{GilMode, Mode, PoolConfig};
 
 use crate::args::{FormatArg, ModeArg, OnOff, ProgressArg, RunArgs};
@@ -41,10 +42,13 @@ pub enum OutputFormat {
 /// A validated run.
 #[derive(Debug, Clone)]
 pub struct RunPlan {
-    /// Thread or process.
+    /// Thread, process or Slurm.
     pub mode: Mode,
     /// The pool's configuration (already validated).
     pub config: PoolConfig,
+    /// With `Mode::Slurm`: the cluster settings, the `POOLRUN_SLURM_*` environment
+    /// overridden by the flags (already validated).
+    pub slurm: Option<SlurmConfig>,
     /// The task's index in the registry.
     pub task: usize,
     /// The task's name.
@@ -122,7 +126,9 @@ pub fn plan(args: RunArgs, registry: &Registry) -> Result<RunPlan, UsageError> {
         None => DEFAULT_MODE,
         Some(ModeArg::Thread) => Mode::Thread,
         Some(ModeArg::Process) => Mode::Process,
+        Some(ModeArg::Slurm) => Mode::Slurm,
     };
+    let slurm = slurm_config(mode, &args.partition, &args.time, &args.sbatch_args)?;
 
     let mut config = PoolConfig::new().daemon(true);
     if let Some(j) = args.jobs {
@@ -159,6 +165,7 @@ pub fn plan(args: RunArgs, registry: &Registry) -> Result<RunPlan, UsageError> {
     Ok(RunPlan {
         mode,
         config,
+        slurm,
         task,
         task_name,
         param,
@@ -171,6 +178,38 @@ pub fn plan(args: RunArgs, registry: &Registry) -> Result<RunPlan, UsageError> {
         progress,
         warnings,
     })
+}
+
+/// The Slurm settings of a `--mode slurm` run; the Slurm flags without it are an error.
+fn slurm_config(
+    mode: Mode,
+    partition: &Option<String>,
+    time: &Option<String>,
+    sbatch_args: &[String],
+) -> Result<Option<SlurmConfig>, UsageError> {
+    if mode != Mode::Slurm {
+        let given = [
+            partition.as_ref().map(|_| "--partition"),
+            time.as_ref().map(|_| "--time"),
+            sbatch_args.first().map(|_| "--sbatch-arg"),
+        ];
+        if let Some(flag) = given.into_iter().flatten().next() {
+            return usage(format!("{flag} needs --mode slurm"));
+        }
+        return Ok(None);
+    }
+    let mut cfg = SlurmConfig::from_env().map_err(|e| UsageError(e.to_string()))?;
+    if let Some(p) = partition {
+        cfg = cfg.partition(p);
+    }
+    if let Some(t) = time {
+        cfg = cfg.time_limit(flags::slurm_time("--time", t).map_err(UsageError)?);
+    }
+    for a in sbatch_args {
+        cfg = cfg.sbatch_arg(a);
+    }
+    cfg.validate().map_err(|e| UsageError(e.to_string()))?;
+    Ok(Some(cfg))
 }
 
 #[cfg(test)]
@@ -219,6 +258,27 @@ mod tests {
             p(&["primes", "-5"]).unwrap().inputs,
             InputSpec::Args(vec!["-5".into()])
         );
+        let r = p(&[
+            "--mode",
+            "slurm",
+            "-j",
+            "2",
+            "--partition",
+            "debug",
+            "--time",
+            "0:30",
+            "--sbatch-arg",
+            "--qos=short",
+            "--sbatch-arg",
+            "--exclusive",
+            "primes",
+            "7",
+        ])
+        .unwrap();
+        assert_eq!(r.mode, Mode::Slurm);
+        assert_eq!(r.config.get_workers(), 2);
+        assert!(r.slurm.is_some());
+        assert!(p(&["primes", "7"]).unwrap().slurm.is_none());
     }
 
     #[test]
@@ -239,6 +299,37 @@ mod tests {
             ),
             (&["primes", "1", "-", "2"], "only ARG"),
             (&["--mode", "thread", "compare"], "is a subcommand"),
+            (
+                &["--partition", "x", "primes", "1"],
+                "--partition needs --mode slurm",
+            ),
+            (
+                &["--mode", "thread", "--time", "5", "primes", "1"],
+                "--time needs --mode slurm",
+            ),
+            (
+                &["--mode", "slurm", "--time", "5x", "primes", "1"],
+                "not a Slurm time limit",
+            ),
+            (
+                &[
+                    "--mode",
+                    "slurm",
+                    "--sbatch-arg",
+                    "--array=0-3",
+                    "primes",
+                    "1",
+                ],
+                "poolrun sets --array",
+            ),
+            (
+                &["--mode", "slurm", "--sbatch-arg", "qos", "primes", "1"],
+                "starts with '-'",
+            ),
+            (
+                &["--mode", "slurm", "--partition", "a b", "primes", "1"],
+                "partition",
+            ),
         ] {
             let e = p(argv).unwrap_err();
             assert!(e.0.contains(needle), "{argv:?}: {e:?}");

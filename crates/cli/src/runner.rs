@@ -12,6 +12,7 @@ use std::io::IsTerminal;
 use std::time::Duration;
 
 use crossbeam_channel::{never, select, unbounded, Receiver};
+use poolrun::slurm::SlurmPool;
 use poolrun::{Executor, Pool, TaskError, TaskFuture};
 
 use crate::exec;
@@ -29,6 +30,18 @@ pub const EXIT_BROKEN_PIPE: i32 = 141;
 /// behind (input order), so one slow task does not idle the other workers at once.
 pub(crate) fn window(workers: usize) -> usize {
     workers.saturating_mul(4).saturating_add(16)
+}
+
+/// The window of a Slurm run (see [`window`]).
+const SLURM_WINDOW: usize = 10_000;
+
+/// The plan's pool. A Slurm pool defers its array tasks to `main` (which installs the
+/// task registry, then calls `poolrun::slurm::run_if_array_task`).
+fn start_pool(plan: &RunPlan) -> Result<Pool, poolrun::PoolError> {
+    match &plan.slurm {
+        Some(slurm) => SlurmPool::new_deferred(plan.config.clone(), slurm.clone()).map(Pool::Slurm),
+        None => Pool::new(plan.mode, plan.config.clone()),
+    }
 }
 
 /// How long the pool may take to stop (kill and reap its workers) before `poolrun` exits
@@ -107,14 +120,19 @@ pub(crate) fn run(plan: RunPlan) -> i32 {
     for w in &plan.warnings {
         eprintln!("poolrun: warning: {w}");
     }
-    let pool = match Pool::new(plan.mode, plan.config.clone()) {
+    let pool = match start_pool(&plan) {
         Ok(p) => p,
         Err(e) => {
             eprintln!("poolrun: cannot start the {} pool: {e}", plan.mode);
             return 2;
         }
     };
-    let win = window(pool.workers());
+    let win = match &pool {
+        // A cluster schedules about once a second: keep many tasks in flight so each
+        // job array carries a large share.
+        Pool::Slurm(_) => SLURM_WINDOW,
+        _ => window(pool.workers()),
+    };
     let signals = match SignalWatch::start(exec::kill_all_running) {
         Ok(s) => Some(s),
         Err(e) => {
@@ -258,6 +276,10 @@ pub(crate) fn run(plan: RunPlan) -> i32 {
             if let Some(s) = slots.get_mut(&i) {
                 s.done = true;
             }
+        }
+        if let Pool::Slurm(s) = &pool {
+            let (queued, running, _) = s.progress();
+            progress.cluster(queued, running, counts.failed);
         }
         if emit(&mut slots, &mut counts, &mut next_print, &finished).is_err() {
             break RunEnd::BrokenPipe;

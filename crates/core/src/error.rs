@@ -86,7 +86,8 @@ pub enum PoolError {
     InvalidConfig(String),
     /// A worker cannot be started here, for a reason that is not an OS call failing: a
     /// process pool created inside a pool worker process, or in a process forked by someone
-    /// else after it used a process pool. The message says which.
+    /// else after it used a process pool; for a Slurm pool, no `sbatch` on `PATH` or a
+    /// controller that does not answer. The message says which.
     #[error("cannot start a worker: {0}")]
     Spawn(String),
     /// An operating-system call failed while starting the pool (`fork`, a pipe, a socket,

@@ -71,6 +71,16 @@ pub(crate) fn check_available() -> Result<(), String> {
     run(c).map(|_| ())
 }
 
+/// Would Slurm accept a job array with these options? (`sbatch --test-only`: checks the
+/// partition, the time limit, the resources and the options' syntax; submits nothing.)
+pub(crate) fn test_only(args: &[String]) -> Result<(), String> {
+    let mut c = Command::new("sbatch");
+    c.args(["--test-only", "--array=0-0"])
+        .args(args)
+        .args(["--wrap", "true"]);
+    run(c).map(|_| ())
+}
+
 /// `sbatch --parsable <args> <script> <script_args>`; the job id.
 pub(crate) fn sbatch(
     args: &[String],

@@ -74,7 +74,7 @@ impl SlurmConfig {
 
     /// The defaults, overridden by the environment: `POOLRUN_SLURM_PARTITION`,
     /// `POOLRUN_SLURM_TIME` (seconds), `POOLRUN_SLURM_CPUS_PER_TASK`, `POOLRUN_SLURM_MEM_MB`,
-    /// `POOLRUN_SLURM_SBATCH_ARGS` (space-separated), `POOLRUN_SLURM_DIR`,
+    /// `POOLRUN_SLURM_SBATCH_ARGS` (space-separated), `POOLRUN_SLURM_WORK_DIR`,
     /// `POOLRUN_SLURM_POLL_MS`, `POOLRUN_SLURM_MAX_ARRAY`, `POOLRUN_SLURM_HEARTBEAT_SECS`,
     /// `POOLRUN_SLURM_CHUNK`, `POOLRUN_SLURM_KEEP` (`1`: keep the work directory). A value that does not parse is an error naming the variable.
     pub fn from_env() -> Result<Self, PoolError> {
@@ -106,7 +106,7 @@ impl SlurmConfig {
                 c = c.sbatch_arg(a);
             }
         }
-        if let Some(v) = var("POOLRUN_SLURM_DIR") {
+        if let Some(v) = var("POOLRUN_SLURM_WORK_DIR") {
             c = c.work_dir(v);
         }
         if let Some(v) = var("POOLRUN_SLURM_POLL_MS") {
@@ -164,7 +164,9 @@ impl SlurmConfig {
         self
     }
 
-    /// One more `sbatch` argument, passed as is (e.g. `--qos=short`, `--account=x`).
+    /// One more `sbatch` argument, passed as is, an option with its value in one word
+    /// (`--qos=short`, `--account=x`). poolrun's own (`--array`, `--output`, `--error`,
+    /// `--parsable`, `--wrap`, `--export`) are refused by `validate`.
     pub fn sbatch_arg(mut self, arg: &str) -> Self {
         self.sbatch_args.push(arg.to_string());
         self
@@ -305,15 +307,16 @@ impl SlurmConfig {
                     "sbatch_arg({a:?}): an sbatch option starts with '-'"
                 ));
             }
-            for ours in [
-                "--array",
-                "--output",
-                "--error",
-                "--parsable",
-                "--wrap",
-                "--export",
+            for (ours, short) in [
+                ("--array", Some("-a")),
+                ("--output", Some("-o")),
+                ("--error", Some("-e")),
+                ("--parsable", None),
+                ("--wrap", None),
+                ("--export", None),
             ] {
-                if a == ours || a.starts_with(&format!("{ours}=")) {
+                let long = a == ours || a.starts_with(&format!("{ours}="));
+                if long || short.is_some_and(|s| a.starts_with(s) && !a.starts_with("--")) {
                     return bad(format!("sbatch_arg({a:?}): poolrun sets {ours} itself"));
                 }
             }
@@ -375,6 +378,8 @@ mod tests {
             (SlurmConfig::new().cpus_per_task(0), "cpus_per_task(0)"),
             (SlurmConfig::new().sbatch_arg("--array=1-3"), "--array"),
             (SlurmConfig::new().sbatch_arg("qos"), "starts with '-'"),
+            (SlurmConfig::new().sbatch_arg("-o/tmp/x"), "--output"),
+            (SlurmConfig::new().sbatch_arg("-a0-3"), "--array"),
             (SlurmConfig::new().partition("a b"), "partition"),
             (
                 SlurmConfig::new().heartbeat_timeout(Duration::from_secs(1)),
@@ -384,5 +389,11 @@ mod tests {
             let e = bad.validate().unwrap_err().to_string();
             assert!(e.contains(needle), "{e}");
         }
+        // Another option starting with one of those letters is fine.
+        assert!(SlurmConfig::new()
+            .sbatch_arg("--exclusive")
+            .validate()
+            .is_ok());
+        assert!(SlurmConfig::new().sbatch_arg("-A").validate().is_ok());
     }
 }

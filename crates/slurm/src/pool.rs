@@ -51,8 +51,10 @@ impl SlurmPool {
     /// Check both configurations and that Slurm is there, make the work directory (with a
     /// copy of this executable) and start the driver thread.
     ///
-    /// Errors: [`PoolError::InvalidConfig`] for a bad value; [`PoolError::Spawn`] if
-    /// `sbatch` cannot be run; [`PoolError::Io`] if the work directory cannot be made or
+    /// Errors: [`PoolError::InvalidConfig`] for a bad value, or options Slurm refuses
+    /// (`sbatch --test-only`: an unknown partition, a bad time limit, more CPUs than a node
+    /// has); [`PoolError::Spawn`] if `sbatch` cannot be run or the controller does not
+    /// answer; [`PoolError::Io`] if the work directory cannot be made or
     /// written.
     pub fn new(cfg: PoolConfig, slurm: SlurmConfig) -> Result<SlurmPool, PoolError> {
         Self::build(cfg, slurm, false)
@@ -70,6 +72,15 @@ impl SlurmPool {
         cfg.validate()?;
         slurm.validate()?;
         crate::cluster::check_available().map_err(PoolError::Spawn)?;
+        crate::cluster::test_only(&slurm.sbatch_options()).map_err(|e| {
+            if e.to_ascii_lowercase()
+                .contains("unable to contact slurm controller")
+            {
+                PoolError::Spawn(format!("the Slurm controller does not answer: {e}"))
+            } else {
+                PoolError::InvalidConfig(format!("Slurm refuses the pool's sbatch options: {e}"))
+            }
+        })?;
         let workers = cfg.get_workers();
         let daemon = cfg.get_daemon();
         let shared = driver::start(cfg, slurm, defer)?;

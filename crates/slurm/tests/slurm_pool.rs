@@ -6,7 +6,7 @@
 
 use std::time::{Duration, Instant};
 
-use poolrun_core::{as_completed, Executor, PoolConfig, TaskError};
+use poolrun_core::{as_completed, Executor, PoolConfig, PoolError, TaskError};
 use poolrun_slurm::{SlurmConfig, SlurmPool};
 use poolrun_testkit::slurm::cluster_or_skip;
 use poolrun_testkit::tasks::*;
@@ -69,4 +69,28 @@ fn a_crashing_task_fails_alone_and_panics_are_per_task() {
     .collect();
     assert_eq!(done.len(), 4);
     p.shutdown(true, false);
+}
+
+#[test]
+fn options_slurm_refuses_fail_at_start() {
+    if !cluster_or_skip("options_slurm_refuses_fail_at_start") {
+        return;
+    }
+    let start =
+        |s: SlurmConfig| SlurmPool::new(PoolConfig::new().workers(1), s.work_dir(work_base()));
+    match start(SlurmConfig::new().partition("nope")) {
+        Err(PoolError::InvalidConfig(m)) => {
+            assert!(m.contains("invalid partition specified: nope"), "{m}")
+        }
+        other => panic!("expected InvalidConfig, got {other:?}"),
+    }
+    match start(SlurmConfig::new().cpus_per_task(4096)) {
+        Err(PoolError::InvalidConfig(m)) => {
+            assert!(
+                m.contains("Requested node configuration is not available"),
+                "{m}"
+            )
+        }
+        other => panic!("expected InvalidConfig, got {other:?}"),
+    }
 }

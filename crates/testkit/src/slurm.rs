@@ -98,3 +98,21 @@ pub fn running_image(exe: &Path) -> Vec<u32> {
         })
         .collect()
 }
+
+/// Lines of plain `squeue` (pending, running, completing) for jobs named `name`, as
+/// `array_task STATE` (a pool names its arrays `poolrun-<submitter pid>`).
+pub fn queued_named(name: &str) -> Vec<String> {
+    let o = Command::new("squeue")
+        .args(["-h", "-o", "%i|%T", "-n", name])
+        .output()
+        .unwrap_or_else(|e| panic!("cannot run squeue: {e}"));
+    assert!(
+        o.status.success(),
+        "squeue failed: {}",
+        String::from_utf8_lossy(&o.stderr).trim()
+    );
+    String::from_utf8_lossy(&o.stdout)
+        .lines()
+        .map(|l| l.replace('|', " "))
+        .collect()
+}
