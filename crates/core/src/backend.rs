@@ -37,3 +37,28 @@ pub trait Dispatch {
 pub fn default_window(workers: usize) -> usize {
     workers.saturating_mul(8).max(64)
 }
+
+/// The two steps every pool's shutdown is made of, so `Executor::shutdown` and
+/// `shutdown_timeout` mean the same in every backend: stop taking work (cancelling what is
+/// queued on request), then wait for the pool's threads.
+pub trait Stop {
+    /// Refuse new work; with `cancel_pending`, cancel what has not started.
+    fn close(&self, cancel_pending: bool);
+
+    /// Wait until `deadline` for the pool's threads; true if they all finished.
+    fn join(&self, deadline: crate::Deadline) -> bool;
+
+    /// `Executor::shutdown`.
+    fn shutdown_steps(&self, wait: bool, cancel_pending: bool) {
+        self.close(cancel_pending);
+        if wait {
+            self.join(crate::Deadline::NEVER);
+        }
+    }
+
+    /// `Executor::shutdown_timeout`.
+    fn shutdown_timeout_steps(&self, cancel_pending: bool, timeout: std::time::Duration) -> bool {
+        self.close(cancel_pending);
+        self.join(crate::Deadline::after(Some(timeout)))
+    }
+}

@@ -5,7 +5,7 @@ use std::fmt;
 use std::sync::Arc;
 use std::time::Duration;
 
-use poolrun_core::backend::{default_window, BatchSubmit, Dispatch};
+use poolrun_core::backend::{default_window, BatchSubmit, Dispatch, Stop};
 use poolrun_core::{
     Deadline, Executor, Mode, Payload, PoolConfig, PoolError, TaskError, TaskFuture,
 };
@@ -157,10 +157,6 @@ impl ProcessPool {
     ) -> Vec<TaskFuture<Vec<u8>>> {
         self.shared.submit_encoded(trampoline, func, args)
     }
-
-    fn join(&self, deadline: Deadline) -> bool {
-        self.shared.threads.join_until(deadline)
-    }
 }
 
 /// The `(trampoline, func)` addresses of task `f` in this executable image (see
@@ -192,15 +188,11 @@ impl Executor for ProcessPool {
     }
 
     fn shutdown(&self, wait: bool, cancel_pending: bool) {
-        self.shared.close(cancel_pending);
-        if wait {
-            self.join(Deadline::NEVER);
-        }
+        self.shared.shutdown_steps(wait, cancel_pending);
     }
 
     fn shutdown_timeout(&self, cancel_pending: bool, timeout: Duration) -> bool {
-        self.shared.close(cancel_pending);
-        self.join(Deadline::after(Some(timeout)))
+        self.shared.shutdown_timeout_steps(cancel_pending, timeout)
     }
 
     fn workers(&self) -> usize {
@@ -217,7 +209,7 @@ impl Drop for ProcessPool {
         if self.daemon {
             self.shared.kill();
             let own = self.shared.threads.contains_current();
-            if !self.join(Deadline::after(Some(DROP_JOIN_LIMIT))) && !own {
+            if !self.shared.join(Deadline::after(Some(DROP_JOIN_LIMIT))) && !own {
                 eprintln!(
                     "poolrun: process pool threads did not finish within {DROP_JOIN_LIMIT:?} \
                      (a done-callback still running?); leaving them to finish"

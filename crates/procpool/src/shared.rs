@@ -8,7 +8,9 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, Weak};
 use std::time::Duration;
 
-use poolrun_core::backend::{task_pair, ErasedPromise, InitReport, KillRoute, Route, ThreadSet};
+use poolrun_core::backend::{
+    task_pair, ErasedPromise, InitReport, KillRoute, Route, Stop, ThreadSet,
+};
 use poolrun_core::{Payload, TaskError, TaskFuture};
 
 use crate::child::WorkerSetup;
@@ -175,16 +177,7 @@ impl PoolShared {
             }
             futures.push(fut);
         }
-        if !items.is_empty() {
-            let batch = Batch {
-                trampoline,
-                func,
-                items,
-            };
-            if let Err((b, e)) = self.with_sched(|s| s.push(batch)) {
-                b.fail_all(&e);
-            }
-        }
+        self.push_batch(trampoline, func, items);
         futures
     }
 
@@ -206,35 +199,22 @@ impl PoolShared {
             items.push_back(Item::new(id, Arg::new(&bytes), ErasedPromise::raw(p)));
             futures.push(fut);
         }
-        if !items.is_empty() {
-            let batch = Batch {
-                trampoline,
-                func,
-                items,
-            };
-            if let Err((b, e)) = self.with_sched(|s| s.push(batch)) {
-                b.fail_all(&e);
-            }
-        }
+        self.push_batch(trampoline, func, items);
         futures
     }
 
-    /// Stop accepting work; with `cancel_pending`, cancel what has not started (items put
-    /// back after a crash have started: they stay queued and run).
-    pub(crate) fn close(&self, cancel_pending: bool) {
-        let batches = self.with_sched(|s| s.close(cancel_pending));
-        let mut keep = Vec::new();
-        for mut b in batches {
-            let items = std::mem::take(&mut b.items);
-            b.items = items.into_iter().filter(|it| !it.cancel()).collect();
-            if !b.items.is_empty() {
-                keep.push(b);
-            }
+    /// Hand a batch to the scheduler (failing its items if the pool is closed).
+    fn push_batch(&self, trampoline: usize, func: usize, items: VecDeque<Item>) {
+        if items.is_empty() {
+            return;
         }
-        if !keep.is_empty() {
-            for (b, e) in self.with_sched(|s| s.requeue_front(keep)) {
-                b.fail_all(&e);
-            }
+        let batch = Batch {
+            trampoline,
+            func,
+            items,
+        };
+        if let Err((b, e)) = self.with_sched(|s| s.push(batch)) {
+            b.fail_all(&e);
         }
     }
 
@@ -257,5 +237,30 @@ impl KillRoute for PoolShared {
         // Under the scheduler lock: the worker found holding it is attached, so its pid is
         // not reaped (F3) when `kill_item` signals it.
         self.lock().kill_item(task);
+    }
+}
+
+impl Stop for PoolShared {
+    /// Stop accepting work; with `cancel_pending`, cancel what has not started (items put
+    /// back after a crash have started: they stay queued and run).
+    fn close(&self, cancel_pending: bool) {
+        let batches = self.with_sched(|s| s.close(cancel_pending));
+        let mut keep = Vec::new();
+        for mut b in batches {
+            let items = std::mem::take(&mut b.items);
+            b.items = items.into_iter().filter(|it| !it.cancel()).collect();
+            if !b.items.is_empty() {
+                keep.push(b);
+            }
+        }
+        if !keep.is_empty() {
+            for (b, e) in self.with_sched(|s| s.requeue_front(keep)) {
+                b.fail_all(&e);
+            }
+        }
+    }
+
+    fn join(&self, deadline: poolrun_core::Deadline) -> bool {
+        self.threads.join_until(deadline)
     }
 }

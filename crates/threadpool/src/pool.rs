@@ -7,7 +7,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
-use poolrun_core::backend::{default_window, task_pair, BatchSubmit, Dispatch};
+use poolrun_core::backend::{default_window, task_pair, BatchSubmit, Dispatch, Stop};
 use poolrun_core::gil::{Gil, GilMode};
 use poolrun_core::{
     Deadline, Executor, Mode, Payload, PoolConfig, PoolError, TaskError, TaskFuture,
@@ -142,15 +142,11 @@ impl Executor for ThreadPool {
     }
 
     fn shutdown(&self, wait: bool, cancel_pending: bool) {
-        self.shared.close(cancel_pending);
-        if wait {
-            self.shared.join(Deadline::NEVER);
-        }
+        self.shared.shutdown_steps(wait, cancel_pending);
     }
 
     fn shutdown_timeout(&self, cancel_pending: bool, timeout: Duration) -> bool {
-        self.shared.close(cancel_pending);
-        self.shared.join(Deadline::after(Some(timeout)))
+        self.shared.shutdown_timeout_steps(cancel_pending, timeout)
     }
 
     fn workers(&self) -> usize {

@@ -26,7 +26,7 @@ use std::sync::{Arc, Mutex, MutexGuard, RwLock, Weak};
 use std::time::Duration;
 
 use crossbeam_channel::{Receiver, Sender};
-use poolrun_core::backend::{KillRoute, Route, RunWord, ThreadKey, ThreadSet, WorkerRuntime};
+use poolrun_core::backend::{KillRoute, Route, RunWord, Stop, ThreadKey, ThreadSet, WorkerRuntime};
 use poolrun_core::gil::Gil;
 use poolrun_core::{PoolConfig, PoolError, TaskError};
 
@@ -238,19 +238,6 @@ impl PoolShared {
         }
     }
 
-    /// Stop accepting work; with `cancel_pending`, cancel what is queued. Idempotent.
-    pub(crate) fn close(&self, cancel_pending: bool) {
-        self.closed.store(true, Ordering::SeqCst);
-        drop(self.tx.write().unwrap_or_else(|p| p.into_inner()).take());
-        if cancel_pending {
-            self.drain(TaskError::Cancelled);
-        }
-        if self.live() == 0 {
-            // (every worker is gone, e.g. none could start: nobody will take the rest)
-            self.drain(TaskError::Shutdown);
-        }
-    }
-
     /// Daemon drop: close, cancel the queue, stop every running task at its next checkpoint.
     pub(crate) fn kill(&self) {
         self.killing.store(true, Ordering::SeqCst);
@@ -261,26 +248,6 @@ impl PoolShared {
         if let Some(t) = &self.timer {
             t.stop();
         }
-    }
-
-    /// Wait for every worker thread (not the caller, not detached ones) until `deadline`.
-    pub(crate) fn join(&self, deadline: poolrun_core::Deadline) -> bool {
-        let done = self.threads.join_until(deadline);
-        let detached = self.threads.detached_running();
-        if detached > 0 && !self.detached_reported.swap(true, Ordering::SeqCst) {
-            eprintln!(
-                "poolrun: thread pool {}: {detached} thread(s) still run a task that was killed \
-                 or timed out and has not reached a checkpoint; not waiting for them (a thread \
-                 cannot be stopped between checkpoints)",
-                self.id
-            );
-        }
-        if done && !self.threads.contains_current() {
-            if let Some(t) = &self.timer {
-                t.stop();
-            }
-        }
-        done
     }
 }
 
@@ -314,5 +281,40 @@ impl fmt::Debug for PoolShared {
             .field("queued", &self.queued())
             .field("closed", &self.is_closed())
             .finish()
+    }
+}
+
+impl Stop for PoolShared {
+    /// Stop accepting work; with `cancel_pending`, cancel what is queued. Idempotent.
+    fn close(&self, cancel_pending: bool) {
+        self.closed.store(true, Ordering::SeqCst);
+        drop(self.tx.write().unwrap_or_else(|p| p.into_inner()).take());
+        if cancel_pending {
+            self.drain(TaskError::Cancelled);
+        }
+        if self.live() == 0 {
+            // (every worker is gone, e.g. none could start: nobody will take the rest)
+            self.drain(TaskError::Shutdown);
+        }
+    }
+
+    /// Wait for every worker thread (not the caller, not detached ones) until `deadline`.
+    fn join(&self, deadline: poolrun_core::Deadline) -> bool {
+        let done = self.threads.join_until(deadline);
+        let detached = self.threads.detached_running();
+        if detached > 0 && !self.detached_reported.swap(true, Ordering::SeqCst) {
+            eprintln!(
+                "poolrun: thread pool {}: {detached} thread(s) still run a task that was killed \
+                 or timed out and has not reached a checkpoint; not waiting for them (a thread \
+                 cannot be stopped between checkpoints)",
+                self.id
+            );
+        }
+        if done && !self.threads.contains_current() {
+            if let Some(t) = &self.timer {
+                t.stop();
+            }
+        }
+        done
     }
 }
