@@ -1,4 +1,5 @@
-//! The README's API example, runnable: `cargo run --example quickstart -- process`.
+//! The README's API example, runnable: `cargo run --example quickstart -- process` (or
+//! `thread`, or `slurm` with a cluster up: `scripts/slurm/start.sh`).
 
 use std::time::Duration;
 
@@ -47,8 +48,8 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         println!("task {i} finished: {r:?}");
     }
 
-    // crash isolation: in process mode only this task fails, the pool carries on
-    if mode == Mode::Process {
+    // crash isolation: in process and Slurm mode only this task fails, the pool carries on
+    if mode != Mode::Thread {
         match pool
             .submit(crash, ())
             .result_timeout(Duration::from_secs(10))

@@ -7,15 +7,17 @@
 //! defer (`POOLRUN_SLURM_DEFER`) and calls [`run_if_array_task`] from `main` instead.
 //!
 //! The array task:
-//! 1. reads the pool file and its chunk; proves it runs the submitter's image (SHA-256 of
-//!    its own executable, invariant S1) — on a mismatch every task fails with a clear
+//! 1. reads the pool file; proves it runs the submitter's image (SHA-256 of its own
+//!    executable, invariant S1) — on a mismatch every task it claims fails with a clear
 //!    error and nothing runs;
 //! 2. watches the heartbeat: a submitter silent for longer than the timeout is gone, so it
 //!    cancels its whole array (nothing of it stays queued) and exits;
-//! 3. runs its tasks on a local process pool (`cpus_per_task` workers: a segfault fails one
-//!    task, not the chunk), skipping a task whose kill marker exists and killing one whose
-//!    marker appears while it runs;
-//! 4. writes results as they finish (atomically, a file per flush), then a done marker.
+//! 3. claims chunks of its array one by one (`claim.rs`) whenever its local process pool
+//!    (`cpus_per_task` workers: a segfault fails one task, not the chunk) runs short of
+//!    work, skipping a task whose kill marker exists and killing one whose marker appears
+//!    while it runs;
+//! 4. writes results as they finish (atomically, a file per flush and chunk), then a done
+//!    marker per chunk.
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
@@ -27,8 +29,9 @@ use poolrun_core::backend::Initializer;
 use poolrun_core::{Executor, GilMode, PoolConfig, TaskError, TaskFuture};
 use poolrun_procpool::ProcessPool;
 
+use crate::claim::{self, Claimer, Reporter};
 use crate::image;
-use crate::wire::{ChunkFile, ChunkTask, PoolFile, ResultFile, VERSION};
+use crate::wire::{ChunkFile, ChunkTask, Outcome, PoolFile, VERSION};
 use crate::workdir::{self, WorkDir};
 
 /// The array directory an array task serves.
@@ -94,28 +97,22 @@ fn run_array_task() -> i32 {
             return 2;
         }
     };
-    let chunk: ChunkFile = match workdir::read_value(&workdir::chunk_path(&array_dir, index)) {
-        Ok(c) => c,
-        Err(e) => {
-            eprintln!("poolrun array task {job}: cannot read its chunk: {e}");
-            return 2;
-        }
-    };
     start_heartbeat_watch(wd.heartbeat(), pool.heartbeat_timeout, array_job.clone());
-    let mut out = Reporter::new(array_dir.clone(), index);
-    if pool.version != VERSION {
-        let e = job_failed(
+    let mut claimer = Claimer::new(array_dir.clone(), index);
+    let mut out = Reporter::new(array_dir.clone());
+    // Before anything runs: the pool file's version, the image (S1), the local pool. If
+    // one fails, this array task claims every chunk it can and fails their tasks with the
+    // reason (so they fail at once, not after the other array tasks).
+    let fatal = if pool.version != VERSION {
+        Some(job_failed(
             &job,
             "VERSION_MISMATCH",
             format!("pool file version {} is not {VERSION}", pool.version),
-        );
-        out.fail_all(&chunk.tasks, &e);
-        return out.finish();
-    }
-    match image::hash_self() {
-        Ok(h) if h == pool.exe_sha256 => {}
-        Ok(h) => {
-            let e = job_failed(
+        ))
+    } else {
+        match image::hash_self() {
+            Ok(h) if h == pool.exe_sha256 => None,
+            Ok(h) => Some(job_failed(
                 &job,
                 "BINARY_MISMATCH",
                 format!(
@@ -124,35 +121,39 @@ fn run_array_task() -> i32 {
                     image::hex(&h),
                     image::hex(&pool.exe_sha256)
                 ),
-            );
-            out.fail_all(&chunk.tasks, &e);
-            return out.finish();
-        }
-        Err(e) => {
-            let e = job_failed(
+            )),
+            Err(e) => Some(job_failed(
                 &job,
                 "BINARY_MISMATCH",
                 format!("cannot read its own executable: {e}"),
-            );
-            out.fail_all(&chunk.tasks, &e);
-            return out.finish();
+            )),
         }
-    }
-    let local = match ProcessPool::new(local_config(&pool)) {
-        Ok(p) => p,
-        Err(e) => {
-            let e = job_failed(
+    };
+    let local = match fatal {
+        Some(e) => Err(e),
+        None => ProcessPool::new(local_config(&pool)).map_err(|e| {
+            job_failed(
                 &job,
                 "FAILED",
                 format!("cannot start the local process pool: {e}"),
-            );
-            out.fail_all(&chunk.tasks, &e);
-            return out.finish();
-        }
+            )
+        }),
     };
-    run_chunk(&local, chunk, &array_dir, &mut out);
-    local.shutdown(true, false);
-    out.finish()
+    match local {
+        Ok(local) => {
+            run_chunks(&local, pool.workers, &mut claimer, &array_dir, &mut out);
+            local.shutdown(true, false);
+        }
+        Err(e) => {
+            while let Some((j, chunk)) = claimer.next() {
+                for t in chunk.map(|c| c.tasks).unwrap_or_default() {
+                    out.push(j, t.id, Err(e.clone()));
+                }
+                out.finish_chunk(j);
+            }
+        }
+    }
+    out.status()
 }
 
 /// The local pool the pool file describes.
@@ -181,144 +182,145 @@ fn local_config(pool: &PoolFile) -> PoolConfig {
     cfg
 }
 
-/// Run the chunk's tasks on `local`, reporting results as they finish.
-fn run_chunk(local: &ProcessPool, chunk: ChunkFile, array_dir: &Path, out: &mut Reporter) {
-    let mut ids: Vec<u64> = Vec::new();
-    let mut pending: Vec<Option<TaskFuture<Vec<u8>>>> = Vec::new();
-    // Consecutive tasks of one function travel to the local pool as one batch.
-    let mut group: Vec<ChunkTask> = Vec::new();
-    let mut flush_group = |group: &mut Vec<ChunkTask>| {
-        let Some(first) = group.first() else { return };
-        let (t, f) = (first.trampoline, first.func);
-        ids.extend(group.iter().map(|c| c.id));
-        let args = group.drain(..).map(|c| c.arg.into_vec()).collect();
-        // SAFETY: invariant S1: this process runs the submitter's image (hash checked), and
-        // the offsets were taken there from `poolrun_procpool::task_addrs`, so transport
-        // invariant T1 holds for the translated addresses.
-        let futs =
-            unsafe { local.submit_encoded(image::from_offset(t), image::from_offset(f), args) };
-        pending.extend(futs.into_iter().map(Some));
-    };
-    for task in chunk.tasks {
-        if workdir::kill_path(array_dir, task.id).exists() {
-            out.push(task.id, Err(TaskError::Cancelled));
-            continue;
-        }
-        if group
-            .first()
-            .is_some_and(|g| (g.trampoline, g.func) != (task.trampoline, task.func))
-        {
-            flush_group(&mut group);
-        }
-        group.push(task);
-    }
-    flush_group(&mut group);
-    let by_id: HashMap<u64, usize> = ids.iter().enumerate().map(|(i, id)| (*id, i)).collect();
-    let mut left = pending.len();
-    let mut next = 0usize;
+/// One task handed to the local pool.
+struct Running {
+    chunk: usize,
+    id: u64,
+    fut: TaskFuture<Vec<u8>>,
+}
+
+/// Claim chunks and run their tasks on `local` (`workers` processes), keeping it busy,
+/// until no chunk is left; results are reported as they finish.
+fn run_chunks(
+    local: &ProcessPool,
+    workers: usize,
+    claimer: &mut Claimer,
+    dir: &Path,
+    out: &mut Reporter,
+) {
+    // Claim more while fewer than this many tasks are in the local pool: each worker busy
+    // and one task ahead, so a claim never waits for the last task of the previous chunk.
+    let low_water = workers.saturating_mul(2).max(2);
+    let mut running: Vec<Running> = Vec::new();
+    // Per claimed chunk: its tasks not reported yet.
+    let mut open: HashMap<usize, usize> = HashMap::new();
+    let mut more = true;
     let mut last_kill_scan = Instant::now();
-    while left > 0 {
-        // Wait a little for the oldest unfinished task, then collect whatever is done.
-        while next < pending.len() && pending[next].is_none() {
-            next += 1;
-        }
-        if let Some(Some(f)) = pending.get(next) {
-            f.wait(Some(Duration::from_millis(20)));
-        }
-        for (i, slot) in pending.iter_mut().enumerate() {
-            if slot.as_ref().is_some_and(|f| f.done()) {
-                if let Some(f) = slot.take() {
-                    out.push(ids[i], f.result().map(ByteBuf::from));
-                    left -= 1;
+    loop {
+        while more && running.len() < low_water {
+            match claimer.next() {
+                Some((j, Ok(chunk))) => {
+                    let n = chunk.tasks.len();
+                    open.insert(j, n);
+                    for (id, r) in start_chunk(local, j, chunk, dir, &mut running) {
+                        report(out, &mut open, j, id, r);
+                    }
+                    if n == 0 {
+                        report_none(out, &mut open, j);
+                    }
                 }
+                Some((j, Err(e))) => {
+                    // Its tasks are unknown here: the driver fails them when it sees the
+                    // done marker without their results.
+                    eprintln!("poolrun array task: cannot read chunk {j}: {e}");
+                    out.finish_chunk(j);
+                }
+                None => more = false,
+            }
+        }
+        if running.is_empty() {
+            if more {
+                continue;
+            }
+            break;
+        }
+        // Wait a little for the oldest task, then collect whatever is done.
+        running[0].fut.wait(Some(Duration::from_millis(20)));
+        let mut i = 0;
+        while i < running.len() {
+            if running[i].fut.done() {
+                let r = running.swap_remove(i);
+                let res = r.fut.result().map(ByteBuf::from);
+                report(out, &mut open, r.chunk, r.id, res);
+            } else {
+                i += 1;
             }
         }
         if last_kill_scan.elapsed() >= Duration::from_millis(50) {
             last_kill_scan = Instant::now();
-            for id in kill_markers(array_dir) {
-                if let Some(Some(f)) = by_id.get(&id).and_then(|&i| pending.get(i)) {
-                    f.kill();
-                }
+            let kills = claim::kill_markers(dir);
+            for r in running.iter().filter(|r| kills.contains(&r.id)) {
+                r.fut.kill();
             }
         }
         out.maybe_flush();
     }
 }
 
-/// Task ids with a kill marker in the array directory.
-fn kill_markers(array_dir: &Path) -> Vec<u64> {
-    let Ok(rd) = std::fs::read_dir(array_dir) else {
-        return Vec::new();
+/// Record one result; a chunk whose last task reported is finished.
+fn report(
+    out: &mut Reporter,
+    open: &mut HashMap<usize, usize>,
+    j: usize,
+    id: u64,
+    r: Result<ByteBuf, TaskError>,
+) {
+    out.push(j, id, r);
+    if let Some(left) = open.get_mut(&j) {
+        *left = left.saturating_sub(1);
+        if *left == 0 {
+            report_none(out, open, j);
+        }
+    }
+}
+
+fn report_none(out: &mut Reporter, open: &mut HashMap<usize, usize>, j: usize) {
+    open.remove(&j);
+    out.finish_chunk(j);
+}
+
+/// Hand chunk `j`'s tasks to `local` (consecutive tasks of one function as one batch);
+/// a task whose kill marker exists is not run. Returns the results known at once.
+fn start_chunk(
+    local: &ProcessPool,
+    j: usize,
+    chunk: ChunkFile,
+    dir: &Path,
+    running: &mut Vec<Running>,
+) -> Vec<Outcome> {
+    let mut now = Vec::new();
+    let mut group: Vec<ChunkTask> = Vec::new();
+    let flush = |group: &mut Vec<ChunkTask>, running: &mut Vec<Running>| {
+        let Some(first) = group.first() else { return };
+        let (t, f) = (first.trampoline, first.func);
+        let ids: Vec<u64> = group.iter().map(|c| c.id).collect();
+        let args = group.drain(..).map(|c| c.arg.into_vec()).collect();
+        // SAFETY: invariant S1: this process runs the submitter's image (hash checked), and
+        // the offsets were taken there from `poolrun_procpool::task_addrs`, so transport
+        // invariant T1 holds for the translated addresses.
+        let futs =
+            unsafe { local.submit_encoded(image::from_offset(t), image::from_offset(f), args) };
+        running.extend(
+            ids.into_iter()
+                .zip(futs)
+                .map(|(id, fut)| Running { chunk: j, id, fut }),
+        );
     };
-    rd.flatten()
-        .filter_map(|e| e.file_name().to_str()?.strip_prefix("kill-")?.parse().ok())
-        .collect()
-}
-
-/// Writes this array task's results out as they come (see `wire.rs`).
-struct Reporter {
-    array_dir: PathBuf,
-    index: usize,
-    buf: Vec<(u64, Result<ByteBuf, TaskError>)>,
-    files: u64,
-    last: Instant,
-    write_failed: bool,
-}
-
-impl Reporter {
-    fn new(array_dir: PathBuf, index: usize) -> Self {
-        Reporter {
-            array_dir,
-            index,
-            buf: Vec::new(),
-            files: 0,
-            last: Instant::now(),
-            write_failed: false,
+    for task in chunk.tasks {
+        if workdir::kill_path(dir, task.id).exists() {
+            now.push((task.id, Err(TaskError::Cancelled)));
+            continue;
         }
-    }
-
-    fn push(&mut self, id: u64, r: Result<ByteBuf, TaskError>) {
-        self.buf.push((id, r));
-    }
-
-    fn fail_all(&mut self, tasks: &[ChunkTask], e: &TaskError) {
-        for t in tasks {
-            self.push(t.id, Err(e.clone()));
+        if group
+            .first()
+            .is_some_and(|g| (g.trampoline, g.func) != (task.trampoline, task.func))
+        {
+            flush(&mut group, running);
         }
+        group.push(task);
     }
-
-    fn maybe_flush(&mut self) {
-        if !self.buf.is_empty() && self.last.elapsed() >= ResultFile::FLUSH_EVERY {
-            self.flush();
-        }
-    }
-
-    fn flush(&mut self) {
-        self.last = Instant::now();
-        if self.buf.is_empty() {
-            return;
-        }
-        let file = ResultFile {
-            results: std::mem::take(&mut self.buf),
-        };
-        let path = workdir::result_path(&self.array_dir, self.index, self.files);
-        self.files += 1;
-        if let Err(e) = workdir::write_value(&path, &file) {
-            eprintln!("poolrun array task: cannot write {}: {e}", path.display());
-            self.write_failed = true;
-        }
-    }
-
-    /// Write what is left and the done marker; the exit status.
-    fn finish(mut self) -> i32 {
-        self.flush();
-        let done = workdir::done_path(&self.array_dir, self.index);
-        if let Err(e) = workdir::write_atomic(&done, b"") {
-            eprintln!("poolrun array task: cannot write {}: {e}", done.display());
-            self.write_failed = true;
-        }
-        i32::from(self.write_failed)
-    }
+    flush(&mut group, running);
+    now
 }
 
 /// Exit (cancelling the whole array) once the submitter has been silent for `timeout`.

@@ -37,7 +37,7 @@ pub struct SlurmConfig {
     poll_interval: Duration,
     max_array_size: usize,
     heartbeat_timeout: Duration,
-    tasks_per_array_task: Option<usize>,
+    chunk_size: Option<usize>,
     batch_window: Duration,
     requeue: bool,
     keep_work_dir: bool,
@@ -52,7 +52,7 @@ impl Default for SlurmConfig {
 impl SlurmConfig {
     /// Defaults: the cluster's default partition and time limit, 1 CPU and the default
     /// memory per array task, the work directory under `$HOME/.cache/poolrun/slurm`, a
-    /// 250 ms poll interval, arrays of at most 1000 tasks, a 30 s heartbeat timeout,
+    /// 1 s `squeue` interval, arrays of at most 1000 tasks, a 30 s heartbeat timeout,
     /// automatic chunking, a 50 ms batching window, no requeue.
     pub fn new() -> Self {
         SlurmConfig {
@@ -62,10 +62,10 @@ impl SlurmConfig {
             mem_per_task_mb: None,
             sbatch_args: Vec::new(),
             work_dir: None,
-            poll_interval: Duration::from_millis(250),
+            poll_interval: Duration::from_secs(1),
             max_array_size: DEFAULT_MAX_ARRAY_SIZE,
             heartbeat_timeout: Duration::from_secs(30),
-            tasks_per_array_task: None,
+            chunk_size: None,
             batch_window: Duration::from_millis(50),
             requeue: false,
             keep_work_dir: false,
@@ -122,7 +122,7 @@ impl SlurmConfig {
             )?));
         }
         if let Some(v) = var("POOLRUN_SLURM_CHUNK") {
-            c = c.tasks_per_array_task(Some(num("POOLRUN_SLURM_CHUNK", &v)?));
+            c = c.chunk_size(Some(num("POOLRUN_SLURM_CHUNK", &v)?));
         }
         if let Some(v) = var("POOLRUN_SLURM_KEEP") {
             c = c.keep_work_dir(match v.as_str() {
@@ -179,7 +179,9 @@ impl SlurmConfig {
         self
     }
 
-    /// How often the pool asks Slurm about its jobs and reads their results.
+    /// How often the pool asks Slurm (`squeue`, one call for all its arrays) how its array
+    /// tasks are doing — what detects a failed, cancelled or timed-out array task. Results
+    /// do not wait for it: the work directory is read every 50 ms (or this, if shorter).
     pub fn poll_interval(mut self, d: Duration) -> Self {
         self.poll_interval = d;
         self
@@ -198,10 +200,12 @@ impl SlurmConfig {
         self
     }
 
-    /// Tasks per array task (`None`: automatic — about four array tasks per concurrent
-    /// slot, so many small tasks become few array tasks and long ones still spread).
-    pub fn tasks_per_array_task(mut self, n: Option<usize>) -> Self {
-        self.tasks_per_array_task = n;
+    /// Tasks per chunk, the unit an array task claims (`None`: automatic — about eight
+    /// chunks per array task, so uneven tasks still spread and many small ones cost a few
+    /// files each). Each array of `n` tasks runs as at most `workers` array tasks, which
+    /// claim its chunks one by one.
+    pub fn chunk_size(mut self, n: Option<usize>) -> Self {
+        self.chunk_size = n;
         self
     }
 
@@ -251,9 +255,9 @@ impl SlurmConfig {
     pub fn get_max_array_size(&self) -> usize {
         self.max_array_size
     }
-    /// The configured tasks per array task.
-    pub fn get_tasks_per_array_task(&self) -> Option<usize> {
-        self.tasks_per_array_task
+    /// The configured tasks per chunk.
+    pub fn get_chunk_size(&self) -> Option<usize> {
+        self.chunk_size
     }
     /// The configured work directory (None: the default).
     pub fn get_work_dir(&self) -> Option<&Path> {
@@ -285,8 +289,8 @@ impl SlurmConfig {
                 self.heartbeat_timeout
             ));
         }
-        if self.tasks_per_array_task == Some(0) {
-            return bad("tasks_per_array_task(Some(0)): must be at least 1".into());
+        if self.chunk_size == Some(0) {
+            return bad("chunk_size(Some(0)): must be at least 1".into());
         }
         if let Some(t) = self.time_limit {
             if t.is_zero() {

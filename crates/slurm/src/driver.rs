@@ -1,17 +1,22 @@
 //! The driver: one thread per pool that gathers submissions into job arrays, submits them
-//! with `sbatch`, and follows them — results from the work directory, states from one
-//! `squeue` call for all the pool's arrays — completing every future exactly once.
+//! with `sbatch`, and follows them (`follow.rs`) — claims and results from the work
+//! directory, states from one `squeue` call for all the pool's arrays — completing every
+//! future exactly once.
 //!
 //! ```text
-//! submit ──▶ pending (cancellable) ──batch window──▶ chunk files + sbatch --array=0-M%N
+//! submit ──▶ pending (cancellable) ──batch window──▶ chunk files + sbatch --array=0-(N-1)
 //!                                                        │ (tasks now count as running)
-//!  poll: r-<I>-<N> result files ─▶ complete futures      ▼
-//!        done-<I> marker / squeue terminal state ─▶ fail what is left: JobFailed
+//!  array tasks claim chunks one by one (claim.rs)        ▼
+//!  poll: claimed-<J>-<I>, r-<J>-<N>, done-<J> ─▶ complete futures
+//!        squeue: array task I ended early ─▶ fail its claimed chunks' rest: JobFailed
 //!  kill(): a kill-<ID> marker the array task reads
 //!  heartbeat: rewritten every timeout/6; array tasks of a dead submitter cancel themselves
 //! ```
 //!
-//! Futures are completed outside the state lock (done-callbacks run in this thread).
+//! Two locks, never held together: `state` (the submission queue and the driver's flags;
+//! what `submit` takes) and `arrays` (the submitted arrays and pending kill markers; held by
+//! the driver while it reads the work directory). Futures are completed outside both
+//! (done-callbacks run in this thread).
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
@@ -21,22 +26,24 @@ use std::time::{Duration, Instant};
 
 use serde_bytes::ByteBuf;
 
-use poolrun_core::backend::{ErasedPromise, KillRoute, ThreadSet};
+use poolrun_core::backend::{ErasedPromise, KillRoute, Stop, ThreadSet};
 use poolrun_core::{Deadline, GilMode, PoolConfig, PoolError, TaskError};
 
 use crate::cluster;
 use crate::config::SlurmConfig;
+use crate::follow::{Array, Chunk, Completions};
 use crate::image;
-use crate::pool::route_of;
-use crate::wire::{ChunkFile, ChunkTask, PoolFile, ResultFile, VERSION};
+use crate::wire::{ChunkFile, ChunkTask, PoolFile, VERSION};
 use crate::workdir::{self, WorkDir};
 
-/// Array tasks per concurrent slot when chunking is automatic.
-const CHUNKS_PER_SLOT: usize = 4;
+/// Chunks per array task when chunking is automatic: array tasks claim them one by one,
+/// so more chunks balance uneven tasks better, at a file or two per chunk.
+const CHUNKS_PER_SLOT: usize = 8;
+/// How often the driver reads the work directory for claims and results while arrays
+/// are going (`squeue` is asked every `poll_interval`).
+const READ_EVERY: Duration = Duration::from_millis(50);
 /// A submission this large goes to `sbatch` without waiting for the batch window.
 const BATCH_NOW: usize = 100_000;
-/// An array that Slurm stopped reporting this long after it was submitted is gone.
-const VANISHED_AFTER: Duration = Duration::from_secs(10);
 
 /// A submitted task not yet in a job array.
 pub(crate) struct Pending {
@@ -47,57 +54,36 @@ pub(crate) struct Pending {
     pub promise: ErasedPromise,
 }
 
-/// One array task's share, as the driver follows it.
-struct Chunk {
-    index: usize,
-    /// Its tasks without a result yet.
-    unfinished: HashMap<u64, ErasedPromise>,
-    /// The next result file to read.
-    next_file: u64,
-    /// Slurm reported it running.
-    running: bool,
-    ended: bool,
-}
-
-/// One submitted job array.
-struct Array {
-    /// Slurm's job id (empty while `sbatch` runs).
-    job: String,
-    dir: PathBuf,
-    submitted: Instant,
-    /// Slurm has listed it at least once.
-    seen: bool,
-    chunks: Vec<Chunk>,
-}
-
-impl Array {
-    fn finished(&self) -> bool {
-        self.chunks.iter().all(|c| c.ended)
-    }
-}
-
 #[derive(Default)]
 struct State {
     pending: Vec<Pending>,
     first_pending: Option<Instant>,
-    arrays: Vec<Array>,
-    /// Task ids `kill()`ed after their array was submitted (markers to write).
-    kills: Vec<u64>,
     closed: bool,
     killing: bool,
+    /// Something for the driver to do now (a kill marker to write).
+    kicked: bool,
     /// A task failed for a cluster reason: keep the work directory.
     keep_dir: bool,
     next_array: u32,
+}
+
+#[derive(Default)]
+struct Arrays {
+    list: Vec<Array>,
+    /// Task ids `kill()`ed after their array was submitted (markers to write).
+    kills: Vec<u64>,
+    /// Tasks completed so far.
     done: usize,
 }
 
 /// What the pool handle, the driver and the futures' kill route share.
 pub(crate) struct Shared {
     cfg: SlurmConfig,
-    /// Array tasks allowed to run at once (`%N`).
+    /// Array tasks allowed to run at once.
     workers: usize,
     pub dir: WorkDir,
     state: Mutex<State>,
+    arrays: Mutex<Arrays>,
     wake: Condvar,
     next_task: AtomicU64,
     route: Weak<dyn KillRoute>,
@@ -157,9 +143,10 @@ pub(crate) fn start(
         workers: cfg.get_workers(),
         dir,
         state: Mutex::new(State::default()),
+        arrays: Mutex::new(Arrays::default()),
         wake: Condvar::new(),
         next_task: AtomicU64::new(1),
-        route: route_of(me),
+        route: me.clone() as Weak<dyn KillRoute>,
         threads: ThreadSet::new(),
     });
     let s2 = shared.clone();
@@ -203,6 +190,10 @@ impl Shared {
         self.state.lock().unwrap_or_else(|p| p.into_inner())
     }
 
+    fn arrays(&self) -> MutexGuard<'_, Arrays> {
+        self.arrays.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
     pub(crate) fn route(&self) -> Weak<dyn KillRoute> {
         self.route.clone()
     }
@@ -233,31 +224,13 @@ impl Shared {
 
     /// `kill()` of a submitted task: leave a marker for its array task.
     pub(crate) fn request_kill(&self, task: u64) {
-        let mut st = self.lock();
-        let held = st
-            .arrays
-            .iter()
-            .any(|a| a.chunks.iter().any(|c| c.unfinished.contains_key(&task)));
-        if held {
-            st.kills.push(task);
-            drop(st);
-            self.wake.notify_all();
+        let mut a = self.arrays();
+        if !a.list.iter().any(|arr| arr.holds(task)) {
+            return;
         }
-    }
-
-    /// Stop accepting work; with `cancel_pending`, cancel what is not submitted yet.
-    pub(crate) fn close(&self, cancel_pending: bool) {
-        let mut st = self.lock();
-        st.closed = true;
-        let taken = if cancel_pending {
-            std::mem::take(&mut st.pending)
-        } else {
-            Vec::new()
-        };
-        drop(st);
-        for p in taken {
-            p.promise.cancel();
-        }
+        a.kills.push(task);
+        drop(a);
+        self.lock().kicked = true;
         self.wake.notify_all();
     }
 
@@ -268,58 +241,58 @@ impl Shared {
         self.wake.notify_all();
     }
 
-    /// Wait for the driver (not from the driver itself).
-    pub(crate) fn join(&self, deadline: Deadline) -> bool {
-        self.threads.join_until(deadline)
-    }
-
     pub(crate) fn progress(&self) -> (usize, usize, usize) {
-        let st = self.lock();
-        let mut queued = st.pending.len();
+        let mut queued = self.lock().pending.len();
+        let a = self.arrays();
         let mut running = 0;
-        for c in st.arrays.iter().flat_map(|a| a.chunks.iter()) {
-            if c.running {
-                running += c.unfinished.len();
-            } else {
-                queued += c.unfinished.len();
-            }
+        for arr in &a.list {
+            let (q, r) = arr.counts();
+            queued += q;
+            running += r;
         }
-        (queued, running, st.done)
+        (queued, running, a.done)
     }
 
     pub(crate) fn active_jobs(&self) -> Vec<String> {
-        self.lock()
-            .arrays
-            .iter()
-            .filter(|a| !a.finished() && !a.job.is_empty())
-            .map(|a| a.job.clone())
-            .collect()
+        jobs(&self.arrays())
     }
+}
+
+impl KillRoute for Shared {
+    fn kill(&self, task: u64) {
+        self.request_kill(task);
+    }
+}
+
+/// The job ids of the arrays still going.
+fn jobs(a: &Arrays) -> Vec<String> {
+    a.list
+        .iter()
+        .filter(|arr| arr.active())
+        .map(|arr| arr.job.clone())
+        .collect()
 }
 
 /// The driver thread's loop.
 fn drive(s: &Arc<Shared>) {
     let poll_every = s.cfg.get_poll_interval();
+    let read_every = poll_every.min(READ_EVERY);
     let beat_every = s.cfg.get_heartbeat_timeout() / 6;
     let mut next_poll = Instant::now();
+    let mut next_read = Instant::now();
     let mut next_beat = Instant::now() + beat_every;
     loop {
         let mut st = s.lock();
         if st.killing {
-            let jobs: Vec<String> = st
-                .arrays
-                .iter()
-                .filter(|a| !a.finished() && !a.job.is_empty())
-                .map(|a| a.job.clone())
-                .collect();
             let pending = std::mem::take(&mut st.pending);
-            let running: Vec<ErasedPromise> = st
-                .arrays
-                .iter_mut()
-                .flat_map(|a| a.chunks.iter_mut())
-                .flat_map(|c| c.unfinished.drain().map(|(_, p)| p))
-                .collect();
             drop(st);
+            let (jobs, running) = {
+                let mut a = s.arrays();
+                let jobs = jobs(&a);
+                let running: Vec<ErasedPromise> =
+                    a.list.iter_mut().flat_map(Array::drain).collect();
+                (jobs, running)
+            };
             cluster::scancel(&jobs);
             for p in pending {
                 p.promise.cancel();
@@ -340,21 +313,25 @@ fn drive(s: &Arc<Shared>) {
         } else {
             Vec::new()
         };
-        let kills: Vec<(PathBuf, u64)> = std::mem::take(&mut st.kills)
-            .into_iter()
-            .filter_map(|id| {
-                st.arrays
-                    .iter()
-                    .find(|a| a.chunks.iter().any(|c| c.unfinished.contains_key(&id)))
-                    .map(|a| (a.dir.clone(), id))
-            })
-            .collect();
-        let idle = st.pending.is_empty() && st.arrays.iter().all(Array::finished);
-        if st.closed && idle && batch.is_empty() {
-            break;
-        }
+        st.kicked = false;
+        let closed = st.closed;
+        let queue_empty = st.pending.is_empty();
         drop(st);
 
+        let (kills, idle) = {
+            let mut a = s.arrays();
+            let kills: Vec<(PathBuf, u64)> = std::mem::take(&mut a.kills)
+                .into_iter()
+                .filter_map(|id| {
+                    let arr = a.list.iter().find(|arr| arr.holds(id))?;
+                    Some((arr.dir.clone(), id))
+                })
+                .collect();
+            (kills, a.list.iter().all(Array::finished))
+        };
+        if closed && queue_empty && idle && batch.is_empty() {
+            break;
+        }
         if !batch.is_empty() {
             submit_array(s, batch);
         }
@@ -371,21 +348,27 @@ fn drive(s: &Arc<Shared>) {
             let _ = workdir::write_atomic(&s.dir.heartbeat(), b"");
             next_beat = now + beat_every;
         }
-        if now >= next_poll {
-            poll(s);
-            next_poll = Instant::now() + poll_every;
+        if now >= next_read {
+            // Squeue at its own pace; the directory (cheap) more often, so a result waits
+            // at most `read_every` for its future.
+            let ask_slurm = now >= next_poll;
+            poll(s, ask_slurm);
+            next_read = Instant::now() + read_every;
+            if ask_slurm {
+                next_poll = Instant::now() + poll_every;
+            }
         }
 
         let st = s.lock();
-        if st.killing || (st.closed && !st.pending.is_empty()) {
+        if st.killing || st.kicked || (st.closed && !st.pending.is_empty()) {
             continue;
         }
-        let mut until = next_poll.min(next_beat);
+        let mut until = next_read.min(next_beat);
         if let Some(t) = st.first_pending {
             until = until.min(t + s.cfg.get_batch_window());
         }
         let wait = until.saturating_duration_since(Instant::now());
-        if !wait.is_zero() && st.kills.is_empty() {
+        if !wait.is_zero() {
             let _ = s
                 .wake
                 .wait_timeout(st, wait)
@@ -404,13 +387,15 @@ fn drive(s: &Arc<Shared>) {
     }
 }
 
-/// How many array tasks `n` tasks become.
-fn chunk_count(s: &Shared, n: usize) -> usize {
-    let m = match s.cfg.get_tasks_per_array_task() {
+/// How many chunks `n` tasks become, and how many array tasks claim them.
+fn chunking(s: &Shared, n: usize) -> (usize, usize) {
+    let m = match s.cfg.get_chunk_size() {
         Some(per) => n.div_ceil(per.max(1)),
-        None => n.min(s.workers.saturating_mul(CHUNKS_PER_SLOT).max(1)),
-    };
-    m.clamp(1, s.cfg.get_max_array_size().max(1))
+        None => n.min(s.workers.saturating_mul(CHUNKS_PER_SLOT)),
+    }
+    .max(1);
+    let tasks = m.min(s.workers).min(s.cfg.get_max_array_size()).max(1);
+    (m, tasks)
 }
 
 /// Write the chunk files for `batch` and submit them as one job array.
@@ -438,35 +423,23 @@ fn submit_array(s: &Arc<Shared>, batch: Vec<Pending>) {
             return fail(promises, format!("cannot create the array directory: {e}"));
         }
     };
-    // The tasks start and the array is followed in one step under the lock: from the
-    // moment a future reports `running()`, `kill()` finds its task here (the array has no
-    // job id until `sbatch` answers). A task cancelled before this point is dropped.
-    let (slot, files) = {
-        let mut st = s.lock();
+    // The tasks start and the array is followed in one step under the arrays lock: from
+    // the moment a future reports `running()`, `kill()` finds its task here (the array has
+    // no job id until `sbatch` answers). A task cancelled before this point is dropped.
+    let (slot, files, array_tasks) = {
+        let mut a = s.arrays();
         let live: Vec<Pending> = batch.into_iter().filter(|p| p.promise.start()).collect();
         if live.is_empty() {
-            drop(st);
+            drop(a);
             let _ = std::fs::remove_dir_all(&dir);
             return;
         }
-        let m = chunk_count(s, live.len());
+        let (m, array_tasks) = chunking(s, live.len());
         let (chunks, files) = split(live, m);
-        st.arrays.push(Array {
-            job: String::new(),
-            dir: dir.clone(),
-            submitted: Instant::now(),
-            seen: false,
-            chunks,
-        });
-        (st.arrays.len() - 1, files)
+        a.list.push(Array::new(dir.clone(), chunks, array_tasks));
+        (a.list.len() - 1, files, array_tasks)
     };
-    let take_back = || -> Vec<ErasedPromise> {
-        let chunks = std::mem::take(&mut s.lock().arrays[slot].chunks);
-        chunks
-            .into_iter()
-            .flat_map(|c| c.unfinished.into_values())
-            .collect()
-    };
+    let take_back = || -> Vec<ErasedPromise> { s.arrays().list[slot].drain() };
     let written = files
         .iter()
         .enumerate()
@@ -476,24 +449,24 @@ fn submit_array(s: &Arc<Shared>, batch: Vec<Pending>) {
         return fail(take_back(), why);
     }
     let mut args = vec![
-        format!("--array=0-{}%{}", files.len() - 1, s.workers.max(1)),
+        format!("--array=0-{}", array_tasks - 1),
         format!("--job-name=poolrun-{}", std::process::id()),
         format!("--output={}/log-%a.txt", dir.display()),
     ];
     args.extend(s.cfg.sbatch_options());
     match cluster::sbatch(&args, &s.dir.script(), &[dir.display().to_string()]) {
         Ok(job) => {
-            let mut st = s.lock();
-            let a = &mut st.arrays[slot];
-            a.job = job;
-            a.submitted = Instant::now();
+            let mut a = s.arrays();
+            let arr = &mut a.list[slot];
+            arr.job = job;
+            arr.submitted = Instant::now();
         }
         Err(e) => fail(take_back(), e),
     }
 }
 
 /// Split `live` into `m` chunks of near-equal size, in submission order: the driver's
-/// view (promises by task id) and the files the array tasks read.
+/// view (promises by task id) and the files the array tasks claim.
 fn split(live: Vec<Pending>, m: usize) -> (Vec<Chunk>, Vec<ChunkFile>) {
     let n = live.len();
     let mut chunks: Vec<Chunk> = Vec::with_capacity(m);
@@ -514,194 +487,80 @@ fn split(live: Vec<Pending>, m: usize) -> (Vec<Chunk>, Vec<ChunkFile>) {
             });
             unfinished.insert(p.id, p.promise);
         }
-        chunks.push(Chunk {
-            index: i,
-            unfinished,
-            next_file: 0,
-            running: false,
-            ended: false,
-        });
+        chunks.push(Chunk::new(unfinished));
         files.push(file);
     }
     (chunks, files)
 }
 
-/// What one poll found: futures to complete, outside the lock.
-type Completions = Vec<(ErasedPromise, Result<ByteBuf, TaskError>)>;
-
-/// Read new results, done markers and Slurm's view of the pool's arrays.
-fn poll(s: &Arc<Shared>) {
+/// Read new claims and results; with `ask_slurm`, Slurm's view of the pool's arrays too
+/// (one `squeue` call; the completion record for arrays `squeue` no longer lists).
+fn poll(s: &Arc<Shared>, ask_slurm: bool) {
     let mut done: Completions = Vec::new();
-    // 1. Results and done markers (no Slurm call needed).
-    let active: Vec<(usize, PathBuf)> = {
-        let st = s.lock();
-        st.arrays
-            .iter()
-            .enumerate()
-            .filter(|(_, a)| !a.finished())
-            .map(|(i, a)| (i, a.dir.clone()))
-            .collect()
+    let mut failed = false;
+    let jobs = {
+        let mut a = s.arrays();
+        for arr in a.list.iter_mut().filter(|arr| !arr.finished()) {
+            failed |= arr.read(&mut done);
+        }
+        jobs(&a)
     };
-    for (ai, dir) in &active {
-        read_results(s, *ai, dir, &mut done);
-    }
-    // 2. Slurm's states, one call for every array still going.
-    let jobs: Vec<String> = {
-        let st = s.lock();
-        st.arrays
-            .iter()
-            .filter(|a| !a.finished() && !a.job.is_empty())
-            .map(|a| a.job.clone())
-            .collect()
-    };
-    if !jobs.is_empty() {
+    if ask_slurm && !jobs.is_empty() {
         match cluster::squeue(&jobs) {
             Ok(mut rows) => {
-                // Arrays squeue no longer knows: ask the completion record.
                 let gone: Vec<String> = jobs
                     .iter()
                     .filter(|j| !rows.iter().any(|r| &r.array == *j))
                     .cloned()
                     .collect();
                 rows.extend(cluster::sacct(&gone));
-                apply_states(s, &rows, &mut done)
+                let mut a = s.arrays();
+                for arr in a.list.iter_mut().filter(|arr| arr.active()) {
+                    failed |= arr.apply(&rows, &mut done);
+                }
             }
             Err(e) => eprintln!("poolrun: slurm pool: squeue failed ({e}); retrying"),
         }
     }
+    if failed {
+        s.lock().keep_dir = true;
+    }
     complete(s, done);
 }
 
-/// Read array `ai`'s new result files and done markers.
-fn read_results(s: &Shared, ai: usize, dir: &Path, done: &mut Completions) {
-    let indices: Vec<(usize, u64)> = {
-        let st = s.lock();
-        let Some(a) = st.arrays.get(ai) else { return };
-        a.chunks
-            .iter()
-            .filter(|c| !c.ended)
-            .map(|c| (c.index, c.next_file))
-            .collect()
-    };
-    for (index, mut next) in indices {
-        let results = take_results(dir, index, &mut next);
-        let finished = workdir::done_path(dir, index).exists();
-        let mut st = s.lock();
-        let Some(c) = st.arrays.get_mut(ai).and_then(|a| a.chunks.get_mut(index)) else {
-            continue;
-        };
-        c.next_file = next;
-        for (id, r) in results {
-            if let Some(p) = c.unfinished.remove(&id) {
-                done.push((p, r));
-            }
-        }
-        if finished {
-            // Everything it had is reported; whatever is left it never ran (it cannot
-            // happen unless a file was lost).
-            let job = st.arrays[ai].job.clone();
-            let c = &mut st.arrays[ai].chunks[index];
-            c.ended = true;
-            let left: Vec<ErasedPromise> = c.unfinished.drain().map(|(_, p)| p).collect();
-            if !left.is_empty() {
-                let e = TaskError::JobFailed {
-                    job: format!("{job}_{index}"),
-                    state: "COMPLETED".into(),
-                    log: "the array task ended without reporting these tasks".into(),
-                };
-                st.keep_dir = true;
-                done.extend(left.into_iter().map(|p| (p, Err(e.clone()))));
-            }
-        }
-    }
-}
-
-/// The results of array task `index` in files `next`, `next + 1`, … (each removed once
-/// read; a file is complete once visible, being renamed into place).
-fn take_results(
-    dir: &Path,
-    index: usize,
-    next: &mut u64,
-) -> Vec<(u64, Result<ByteBuf, TaskError>)> {
-    let mut results = Vec::new();
-    loop {
-        let path = workdir::result_path(dir, index, *next);
-        match workdir::read_value::<ResultFile>(&path) {
-            Ok(f) => {
-                results.extend(f.results);
-                let _ = std::fs::remove_file(&path);
-                *next += 1;
-            }
-            Err(_) => return results,
-        }
-    }
-}
-
-/// Apply `squeue`'s rows: running flags, and array tasks that ended without finishing.
-fn apply_states(s: &Shared, rows: &[cluster::TaskRow], done: &mut Completions) {
-    let mut st = s.lock();
-    let st = &mut *st;
-    for a in st
-        .arrays
-        .iter_mut()
-        .filter(|a| !a.finished() && !a.job.is_empty())
-    {
-        let mine: Vec<&cluster::TaskRow> = rows.iter().filter(|r| r.array == a.job).collect();
-        if !mine.is_empty() {
-            a.seen = true;
-        }
-        let vanished = mine.is_empty() && (a.seen || a.submitted.elapsed() > VANISHED_AFTER);
-        for c in a.chunks.iter_mut().filter(|c| !c.ended) {
-            let row = mine.iter().find(|r| r.index == Some(c.index));
-            c.running = row.is_some_and(|r| r.state == "RUNNING" || r.state == "COMPLETING");
-            let ended_as = match row {
-                Some(r) if cluster::is_terminal(&r.state) => Some(r.state.clone()),
-                // Not listed individually: pending in a grouped line, or gone.
-                None if vanished => Some("UNKNOWN (no longer known to Slurm)".to_string()),
-                _ => None,
-            };
-            let Some(state) = ended_as else { continue };
-            // Results written just before it ended: read them first (the done marker is
-            // written last, so a COMPLETED task that wrote one was handled already).
-            for (id, r) in take_results(&a.dir, c.index, &mut c.next_file) {
-                if let Some(p) = c.unfinished.remove(&id) {
-                    done.push((p, r));
-                }
-            }
-            if state == "COMPLETED" && workdir::done_path(&a.dir, c.index).exists() {
-                continue; // the next read of its results finishes it
-            }
-            c.ended = true;
-            if c.unfinished.is_empty() {
-                continue;
-            }
-            st.keep_dir = true;
-            let log = workdir::log_path(&a.dir, c.index);
-            let tail = workdir::tail(&log, 5);
-            let e = TaskError::JobFailed {
-                job: format!("{}_{}", a.job, c.index),
-                state,
-                log: if tail.is_empty() {
-                    format!("(log: {})", log.display())
-                } else {
-                    format!("{tail} (log: {})", log.display())
-                },
-            };
-            done.extend(c.unfinished.drain().map(|(_, p)| (p, Err(e.clone()))));
-        }
-    }
-}
-
-/// Complete futures (outside the lock: callbacks run here).
+/// Complete futures (outside the locks: callbacks run here).
 fn complete(s: &Shared, done: Completions) {
     if done.is_empty() {
         return;
     }
-    s.lock().done += done.len();
+    s.arrays().done += done.len();
     for (p, r) in done {
         match r {
             Ok(bytes) => p.complete_encoded(&bytes),
             Err(e) => p.fail(e),
         }
+    }
+}
+
+impl Stop for Shared {
+    /// Stop accepting work; with `cancel_pending`, cancel what is not submitted yet.
+    fn close(&self, cancel_pending: bool) {
+        let mut st = self.lock();
+        st.closed = true;
+        let taken = if cancel_pending {
+            std::mem::take(&mut st.pending)
+        } else {
+            Vec::new()
+        };
+        drop(st);
+        for p in taken {
+            p.promise.cancel();
+        }
+        self.wake.notify_all();
+    }
+
+    /// Wait for the driver (not from the driver itself).
+    fn join(&self, deadline: Deadline) -> bool {
+        self.threads.join_until(deadline)
     }
 }

@@ -2,10 +2,10 @@
 //! thread that submits arrays and follows them is in `driver.rs`.
 
 use std::fmt;
-use std::sync::{Arc, Weak};
+use std::sync::Arc;
 use std::time::Duration;
 
-use poolrun_core::backend::{task_pair, BatchSubmit, Dispatch, ErasedPromise, KillRoute, Route};
+use poolrun_core::backend::{task_pair, BatchSubmit, Dispatch, ErasedPromise, Route, Stop};
 use poolrun_core::{
     codec, Deadline, Executor, Mode, Payload, PoolConfig, PoolError, TaskError, TaskFuture,
 };
@@ -162,15 +162,11 @@ impl Executor for SlurmPool {
     }
 
     fn shutdown(&self, wait: bool, cancel_pending: bool) {
-        self.shared.close(cancel_pending);
-        if wait {
-            self.shared.join(Deadline::NEVER);
-        }
+        self.shared.shutdown_steps(wait, cancel_pending);
     }
 
     fn shutdown_timeout(&self, cancel_pending: bool, timeout: Duration) -> bool {
-        self.shared.close(cancel_pending);
-        self.shared.join(Deadline::after(Some(timeout)))
+        self.shared.shutdown_timeout_steps(cancel_pending, timeout)
     }
 
     fn workers(&self) -> usize {
@@ -209,15 +205,4 @@ impl fmt::Debug for SlurmPool {
             .field("work_dir", &self.shared.dir.root())
             .finish()
     }
-}
-
-impl KillRoute for Shared {
-    fn kill(&self, task: u64) {
-        self.request_kill(task);
-    }
-}
-
-/// `Weak<Shared>` as the futures' kill route.
-pub(crate) fn route_of(me: &Weak<Shared>) -> Weak<dyn KillRoute> {
-    me.clone()
 }

@@ -2,11 +2,11 @@
 //!
 //! - [`PoolFile`] (`pool`): written once at pool start: the executable's hash, the local
 //!   pool each array task runs, the heartbeat timeout.
-//! - [`ChunkFile`] (`a<K>/chunk-<I>`): the tasks of array task `I` of array `K`: task id,
-//!   the task's trampoline and `fn` as offsets (invariant S1 in `image.rs`), the encoded
-//!   argument.
-//! - [`ResultFile`] (`a<K>/r-<I>-<N>`): results of array task `I`, written atomically (a
-//!   temporary name, then `rename`) as they finish, `N` counting up.
+//! - [`ChunkFile`] (`a<K>/chunk-<J>`): the tasks of chunk `J` of array `K`: task id, the
+//!   task's trampoline and `fn` as offsets (invariant S1 in `image.rs`), the encoded
+//!   argument. An array task claims it by renaming it (`claim.rs`).
+//! - [`ResultFile`] (`a<K>/r-<J>-<N>`): results of chunk `J`, written atomically (a
+//!   temporary name, then `rename`) by its claimer as they finish, `N` counting up.
 
 use std::time::Duration;
 
@@ -47,16 +47,19 @@ pub(crate) struct ChunkTask {
     pub arg: ByteBuf,
 }
 
-/// The tasks of one array task.
+/// The tasks of one chunk.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub(crate) struct ChunkFile {
     pub tasks: Vec<ChunkTask>,
 }
 
-/// Finished tasks of one array task: encoded value, or the error.
+/// One finished task: its id, and its encoded value or the error.
+pub(crate) type Outcome = (u64, Result<ByteBuf, TaskError>);
+
+/// Finished tasks of one chunk.
 #[derive(Debug, Serialize, Deserialize)]
 pub(crate) struct ResultFile {
-    pub results: Vec<(u64, Result<ByteBuf, TaskError>)>,
+    pub results: Vec<Outcome>,
 }
 
 impl ResultFile {

@@ -92,6 +92,9 @@ impl WorkDir {
 pub(crate) fn chunk_path(array: &Path, i: usize) -> PathBuf {
     array.join(format!("chunk-{i}"))
 }
+pub(crate) fn claim_path(array: &Path, j: usize, by: usize) -> PathBuf {
+    array.join(format!("claimed-{j}-{by}"))
+}
 pub(crate) fn result_path(array: &Path, i: usize, n: u64) -> PathBuf {
     array.join(format!("r-{i}-{n}"))
 }

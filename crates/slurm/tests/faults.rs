@@ -161,9 +161,9 @@ fn a_time_limit_fails_the_unfinished_tasks_as_timeout() {
         Ok(16),
         "finished before the limit: kept"
     );
-    // The two tasks went to two array tasks (one CPU each), in submission order.
+    // One array task (one worker) claimed both chunks in turn.
     let r = f.result_timeout(Duration::from_secs(180));
-    assert_job_failed(r, &job, 1, "TIMEOUT", &p);
+    assert_job_failed(r, &job, 0, "TIMEOUT", &p);
     end(p, &[job]);
 }
 
@@ -242,7 +242,7 @@ fn submitter_child() {
         PoolConfig::new().workers(2),
         slurm()
             .heartbeat_timeout(Duration::from_secs(5))
-            .tasks_per_array_task(Some(1)),
+            .chunk_size(Some(1)),
     )
     .unwrap();
     let futs: Vec<_> = (0..4).map(|_| p.submit(sleep_ms, 300_000)).collect();
