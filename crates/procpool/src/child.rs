@@ -66,9 +66,7 @@ pub(crate) fn child_main(
     lifeline: OwnedFd,
 ) -> ! {
     let code = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
-        if !sys::child_setup(parent, foreign) {
-            return 1;
-        }
+        sys::child_setup(parent, foreign);
         sys::start_watchdog(lifeline);
         install_panic_hook();
         main_loop(setup, &rx, &tx, &status)

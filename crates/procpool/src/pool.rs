@@ -39,6 +39,38 @@ const DROP_JOIN_LIMIT: Duration = Duration::from_secs(10);
 /// let v: Vec<u64> = pool.map(square, 0..10u64).chunksize(4).map(|r| r.unwrap()).collect();
 /// assert_eq!(v[9], 81);
 /// ```
+///
+/// # Fork hazards: what a worker inherits
+///
+/// A worker is a `fork()` of this process, made by a dedicated spawner thread when the pool
+/// starts and whenever a worker is replaced. It starts as a copy-on-write snapshot of the
+/// host *at that instant*, with one thread. From that follow four rules:
+///
+/// - **A lock held by another host thread at fork time stays locked in the worker.** Only
+///   the forking thread exists in the child, so a `Mutex` (or `RwLock`, or a C library's
+///   internal lock) that some other host thread held at that instant is never released
+///   there, and a task that takes it blocks forever (it then fails `TimedOut` if the pool
+///   has a `task_timeout`, else it hangs). poolrun makes its own locks safe (stdio and the
+///   panic hook are held or replaced across the fork, the allocator is fork-safe), but it
+///   cannot know your globals. *Do*: give tasks what they need through their arguments, the
+///   pool's `initializer`, or [`SharedBytes`](poolrun_core::shm::SharedBytes); do not let tasks
+///   lock host-global state that other host threads use.
+/// - **Globals set after the pool started are not seen by workers already forked** — but
+///   are seen by replacements forked later, so two workers of one pool can disagree. *Do*:
+///   set up global state before [`ProcessPool::new`], or pass it as an argument.
+/// - **No host thread runs in a worker**: an async runtime, a connection pool's background
+///   thread, a logger's flush thread — their handles are copied but dead. *Do*: create such
+///   things in the worker (an `initializer`, or lazily in a `thread_local!`/`OnceLock` the
+///   host never initialized).
+/// - **Open file descriptors are shared.** A worker holds every fd the host had open at fork
+///   time (sockets, files; `O_CLOEXEC` does not apply without `exec`): a listening socket is
+///   not closed while a worker lives, and a file offset is shared. poolrun closes its own
+///   pool fds in each worker; open the host's sockets after the pool, or close them in the
+///   `initializer`.
+///
+/// What a worker does *not* inherit is safe too: signal handlers are reset to the
+/// defaults, and a worker dies — with every process its tasks started, unless they left its
+/// process group with `setsid`/`setpgid` — when the host exits or is SIGKILLed.
 pub struct ProcessPool {
     shared: Arc<PoolShared>,
     workers: usize,

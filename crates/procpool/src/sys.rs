@@ -80,13 +80,14 @@ pub(crate) unsafe fn fork() -> nix::Result<Forked> {
 /// The first thing a new worker does (single-threaded, right after `fork`):
 /// 1. reset every signal disposition to the default (SIGPIPE: ignored, as Rust programs
 ///    expect) and unblock all signals;
-/// 2. `PR_SET_PDEATHSIG(SIGKILL)`, then re-check `getppid()` against the parent's pid (the
-///    parent may have died before the death signal was armed);
-/// 3. `setpgid(0, 0)`: its own process group, so a kill takes whatever the task spawned;
+/// 2. `setpgid(0, 0)`: its own process group, so a kill takes whatever the task spawned;
+/// 3. arm the parent-death signal (a handler that SIGKILLs the worker's group, G1), then
+///    re-check `getppid()` against the parent's pid (the parent may have died before it
+///    was armed);
 /// 4. close the inherited pool fds that are not its own (other workers' lifeline ends).
 ///
-/// Returns false if the parent is already gone (the caller then exits at once).
-pub(crate) fn child_setup(parent: Pid, foreign_fds: &[RawFd]) -> bool {
+/// If the parent is already gone, the worker takes its group down and never returns.
+pub(crate) fn child_setup(parent: Pid, foreign_fds: &[RawFd]) {
     let max = libc::SIGRTMAX();
     for sig in 1..=max {
         if sig == libc::SIGKILL || sig == libc::SIGSTOP {
@@ -111,11 +112,25 @@ pub(crate) fn child_setup(parent: Pid, foreign_fds: &[RawFd]) -> bool {
     // Name the worker (`ps`, /proc/<pid>/comm, thread names seen by tasks): a fork keeps
     // the forking thread's name, which would be "poolrun-spawner".
     let _ = nix::sys::prctl::set_name(c"poolrun-worker");
-    let _ = nix::sys::prctl::set_pdeathsig(Signal::SIGKILL);
-    if nix::unistd::getppid() != parent {
-        return false;
-    }
+    // Own group first: the parent-death handler signals this process's group, which must
+    // never be the host's (invariant G1).
     let _ = nix::unistd::setpgid(Pid::from_raw(0), Pid::from_raw(0));
+    let death = parent_death_signal();
+    // SAFETY: invariant F1 (the only thread of the new child); `on_parent_death` is
+    // async-signal-safe (it calls only getpid, getpgrp, kill and _exit).
+    unsafe {
+        let mut sa: libc::sigaction = std::mem::zeroed();
+        sa.sa_sigaction = on_parent_death as extern "C" fn(libc::c_int) as libc::sighandler_t;
+        libc::sigfillset(&mut sa.sa_mask);
+        libc::sigaction(death, &sa, std::ptr::null_mut());
+    }
+    // SAFETY: PR_SET_PDEATHSIG takes a signal number by value; nothing is borrowed.
+    if unsafe { libc::prctl(libc::PR_SET_PDEATHSIG, death as libc::c_ulong, 0, 0, 0) } != 0 {
+        let _ = nix::sys::prctl::set_pdeathsig(Signal::SIGKILL);
+    }
+    if nix::unistd::getppid() != parent {
+        take_group_down();
+    }
     for &fd in foreign_fds {
         // SAFETY: these are pool-owned fds (lifeline write ends of other workers) that were
         // open in the parent at fork time (the registry lock was held); nothing in the child
@@ -124,7 +139,39 @@ pub(crate) fn child_setup(parent: Pid, foreign_fds: &[RawFd]) -> bool {
             libc::close(fd);
         }
     }
-    true
+}
+
+/// The signal the kernel sends a worker when its parent (the spawner thread) dies: a
+/// real-time signal no Rust program uses, caught by [`on_parent_death`]. (nix's `Signal`
+/// has no real-time signals, so `prctl` is called directly.)
+fn parent_death_signal() -> libc::c_int {
+    libc::SIGRTMAX() - 1
+}
+
+/// The parent-death signal handler: take the worker's process group down (invariant G1).
+extern "C" fn on_parent_death(_: libc::c_int) {
+    take_group_down();
+}
+
+/// The parent is gone: SIGKILL this worker's whole process group — the worker and every
+/// process its tasks started that stayed in the group — so nothing a task started outlives
+/// the host. Async-signal-safe (getpid, getpgrp, kill, _exit).
+///
+/// **G1**: only a process that leads its own group signals the group: `child_setup` makes
+/// the worker a group leader before it arms the death signal, and this re-checks it, so
+/// the host's process group (the user's shell job) is never signalled. A worker that could
+/// not get its own group kills only itself.
+pub(crate) fn take_group_down() -> ! {
+    // SAFETY: getpid/getpgrp/kill/_exit are async-signal-safe and take plain integers; the
+    // group is signalled only when it is this process's own (G1).
+    unsafe {
+        let me = libc::getpid();
+        if libc::getpgrp() == me {
+            libc::kill(0, libc::SIGKILL);
+        }
+        libc::kill(me, libc::SIGKILL);
+        libc::_exit(1)
+    }
 }
 
 /// Write `bytes` to fd 2 without taking std's stderr lock (worker panic messages).
@@ -162,9 +209,9 @@ pub(crate) fn start_watchdog(read_end: OwnedFd) {
             let mut buf = [0u8; 16];
             loop {
                 match nix::unistd::read(&read_end, &mut buf) {
-                    Ok(0) => exit_now(0),
+                    Ok(0) => take_group_down(),
                     Ok(_) | Err(Errno::EINTR) => continue,
-                    Err(_) => exit_now(0),
+                    Err(_) => take_group_down(),
                 }
             }
         });

@@ -157,6 +157,59 @@ fn parent_sigkill_leaves_no_worker_alive() {
     );
 }
 
+/// A process that a *task* started (its worker's child) dies with the host, even when the
+/// host is SIGKILLed: the worker takes its whole process group down when its parent goes.
+#[test]
+fn parent_sigkill_takes_down_what_tasks_started() {
+    let _g = serial();
+    let mut child = helper()
+        .arg("grandchild")
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("start helper");
+    let stdout = child.stdout.take().expect("stdout");
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        let mut line = String::new();
+        let _ = BufReader::new(stdout).read_line(&mut line);
+        let _ = tx.send(line);
+    });
+    let line = match rx.recv_timeout(LIMIT) {
+        Ok(l) => l,
+        Err(_) => {
+            let _ = child.kill();
+            let _ = child.wait();
+            panic!("helper did not report its grandchild");
+        }
+    };
+    let pid: u32 = line
+        .trim()
+        .strip_prefix("GRANDCHILD ")
+        .and_then(|s| s.parse().ok())
+        .unwrap_or_else(|| panic!("bad helper line {line:?}"));
+    let alive = |p: u32| matches!(stat(p), Some((s, _)) if s != 'Z');
+    assert!(
+        alive(pid),
+        "the task's sleep {pid} is not running before the kill"
+    );
+    child.kill().expect("SIGKILL helper");
+    child.wait().expect("reap helper");
+    let t = Instant::now();
+    let gone = eventually(Duration::from_secs(2), || !alive(pid));
+    if !gone {
+        let _ = nix::sys::signal::kill(
+            nix::unistd::Pid::from_raw(pid as i32),
+            nix::sys::signal::Signal::SIGKILL,
+        );
+    }
+    assert!(
+        gone,
+        "the task's sleep {pid} still ran {:?} after the host was SIGKILLed",
+        t.elapsed()
+    );
+}
+
 /// Run the helper in `mode`, bounded; returns its last `OK ...`/`FAIL ...` line.
 fn run_helper(mode: &str) -> String {
     let mut child = helper()

@@ -3,6 +3,9 @@
 //! - `parent-kill N`: build a pool of N workers, keep half of them busy, print
 //!   `PIDS <pid>...` and sleep; the test SIGKILLs this process and checks that every worker
 //!   is gone a second later.
+//! - `grandchild`: a task starts `sleep 60` with `std::process::Command` and leaves it
+//!   running; print `GRANDCHILD <pid>` and sleep; the test SIGKILLs this process and checks
+//!   that the `sleep` is gone too.
 //! - `host-threads`: run 8 host threads that print and allocate non-stop while the pool forks
 //!   and respawns workers whose tasks print too; prints `OK <n>` when every task finished.
 //! - `host-panics`: a host thread panics in a loop (default hook) while pools fork workers
@@ -47,6 +50,39 @@ fn parent_kill(n: usize) -> i32 {
     let _ = std::io::stdout().flush();
     std::thread::sleep(Duration::from_secs(60));
     0
+}
+
+/// A task that starts a long-running process and leaves it running; returns its pid.
+fn start_sleeper(_: ()) -> u32 {
+    match std::process::Command::new("sleep").arg("60").spawn() {
+        Ok(child) => child.id(), // (dropping `Child` neither kills nor waits for it)
+        Err(_) => 0,
+    }
+}
+
+fn grandchild() -> i32 {
+    let pool = match ProcessPool::new(PoolConfig::new().workers(1)) {
+        Ok(p) => p,
+        Err(e) => {
+            eprintln!("helper: {e}");
+            return 2;
+        }
+    };
+    match pool
+        .submit(start_sleeper, ())
+        .result_timeout(Duration::from_secs(20))
+    {
+        Ok(pid) if pid != 0 => {
+            println!("GRANDCHILD {pid}");
+            let _ = std::io::stdout().flush();
+            std::thread::sleep(Duration::from_secs(60));
+            0
+        }
+        other => {
+            eprintln!("helper: could not start the sleeper: {other:?}");
+            1
+        }
+    }
 }
 
 fn host_threads() -> i32 {
@@ -163,10 +199,11 @@ fn main() {
             let n = args.get(1).and_then(|s| s.parse().ok()).unwrap_or(4);
             parent_kill(n)
         }
+        Some("grandchild") => grandchild(),
         Some("host-threads") => host_threads(),
         Some("host-panics") => host_panics(),
         _ => {
-            eprintln!("usage: procpool-test-helper parent-kill N | host-threads | host-panics");
+            eprintln!("usage: procpool-test-helper parent-kill N | grandchild | host-threads | host-panics");
             2
         }
     };
