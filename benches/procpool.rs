@@ -2,8 +2,8 @@
 //!
 //! - `roundtrip`: one tiny task, submit → result, on a 1-worker pool, against the floor: a
 //!   raw `ipc-channel` ping-pong between this process and a forked child.
-//! - `tiny_tasks_<N>`: N no-op tasks on 2 workers: submit-then-result, `map` with chunksize 1
-//!   and 256. CPython's `ProcessPoolExecutor` and `multiprocessing.Pool` run the same shapes
+//! - `tiny_tasks_<N>`: N no-op tasks on 2 workers: submit-then-result, `map` with chunksize 1,
+//!   with no chunksize (automatic) and with 256. CPython's `ProcessPoolExecutor` and `multiprocessing.Pool` run the same shapes
 //!   in `benches/python_process_peer.py`, which this bench runs at the end (if `python3` is
 //!   on PATH) so both land in the same run.
 //! - `startup`: `ProcessPool::new` with 2 and 16 workers (forked, channels up), and "ready":
@@ -161,6 +161,16 @@ fn tiny_tasks(c: &mut Criterion) {
         })
     });
     g.bench_function("poolrun_map_chunksize_1", |b| {
+        b.iter(|| {
+            black_box(
+                pool.map(noop, 0..n)
+                    .chunksize(1)
+                    .filter_map(Result::ok)
+                    .sum::<u64>(),
+            )
+        })
+    });
+    g.bench_function("poolrun_map_auto_chunksize", |b| {
         b.iter(|| black_box(pool.map(noop, 0..n).filter_map(Result::ok).sum::<u64>()))
     });
     g.bench_function("poolrun_map_chunksize_256", |b| {

@@ -36,7 +36,7 @@ pub trait Executor: Dispatch + Send + Sync {
         I::IntoIter: Send + 'static,
     {
         let src = IterSource::new(args.into_iter(), self.batch_submitter(f));
-        MapIter::new(Box::new(src), self.map_window())
+        MapIter::new(Box::new(src), self.map_window()).for_workers(self.workers())
     }
 
     /// Like [`map`](Self::map) but yields `(input index, result)` in completion order.
@@ -48,7 +48,7 @@ pub trait Executor: Dispatch + Send + Sync {
         I::IntoIter: Send + 'static,
     {
         let src = IterSource::new(args.into_iter(), self.batch_submitter(f));
-        MapUnordered::new(Box::new(src), self.map_window())
+        MapUnordered::new(Box::new(src), self.map_window()).for_workers(self.workers())
     }
 
     /// Stop accepting work. With `cancel_pending`, every queued task is cancelled. With

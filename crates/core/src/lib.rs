@@ -16,6 +16,7 @@
 
 #[doc(hidden)]
 pub mod backend;
+mod chunking;
 pub mod codec;
 mod config;
 mod deadline;

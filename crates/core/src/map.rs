@@ -12,6 +12,7 @@ use std::fmt;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use crate::chunking::AutoChunk;
 use crate::future::DoneSink;
 use crate::wait::DoneQueue;
 use crate::{Deadline, TaskError, TaskFuture};
@@ -22,6 +23,11 @@ use crate::{Deadline, TaskError, TaskFuture};
 pub trait ChunkSource<R>: Send {
     /// Pull and submit up to `n` inputs.
     fn next_chunk(&mut self, n: usize) -> Vec<TaskFuture<R>>;
+
+    /// How many inputs remain, when the source knows (for automatic chunk sizes).
+    fn remaining_hint(&self) -> Option<usize> {
+        None
+    }
 }
 
 /// A [`ChunkSource`] over an iterator and a batch-submit function.
@@ -66,12 +72,24 @@ where
         }
         (self.submit_batch)(items)
     }
+
+    fn remaining_hint(&self) -> Option<usize> {
+        match self.iter.as_ref()?.size_hint() {
+            (lo, Some(hi)) if lo == hi => Some(lo),
+            (lo, _) if lo > 0 => Some(lo),
+            _ => None,
+        }
+    }
 }
 
 /// Settings shared by both map iterators.
 struct Window<R> {
     source: Option<Box<dyn ChunkSource<R>>>,
     chunksize: usize,
+    /// Automatic chunk sizes (`chunking.rs`) until the caller sets a `chunksize`.
+    auto: Option<AutoChunk>,
+    /// Items handed to the caller so far (the automatic rule's clock).
+    consumed: u64,
     window_chunks: usize,
     created: Instant,
     timeout: Option<Duration>,
@@ -83,6 +101,8 @@ impl<R> Window<R> {
         Window {
             source: Some(source),
             chunksize: 1,
+            auto: Some(AutoChunk::new(1)),
+            consumed: 0,
             window_chunks: window_chunks.max(1),
             created: Instant::now(),
             timeout: None,
@@ -96,6 +116,27 @@ impl<R> Window<R> {
 
     fn capacity(&self) -> usize {
         self.window_chunks.saturating_mul(self.chunksize)
+    }
+
+    fn for_workers(&mut self, workers: usize) {
+        if self.auto.is_some() {
+            self.auto = Some(AutoChunk::new(workers));
+        }
+    }
+
+    /// A fixed chunk size from the caller (ends the automatic rule).
+    fn set_chunksize(&mut self, n: usize) {
+        if !self.started {
+            self.chunksize = n.max(1);
+            self.auto = None;
+        }
+    }
+
+    /// Before topping the window up: the automatic rule picks the chunk size.
+    fn resize(&mut self) {
+        if let (Some(auto), Some(src)) = (self.auto.as_mut(), self.source.as_ref()) {
+            self.chunksize = auto.next_size(self.consumed, Instant::now(), src.remaining_hint());
+        }
     }
 
     /// Submit one more chunk; false once the input is exhausted.
@@ -134,10 +175,13 @@ impl<R> MapIter<R> {
     /// Send `n` inputs per message (process mode; thread mode runs a chunk on one thread).
     /// Each item still yields its own result. `0` is treated as 1. Ignored after the first
     /// `next()`.
+    ///
+    /// Without it the size is automatic: it starts at 1 and follows the measured cost of an
+    /// item so that a chunk takes about 2 ms of one worker's time (at most 1024 items, and
+    /// at most a quarter of one worker's share of the inputs left when the iterator knows
+    /// its length). Tiny items reach chunked throughput; long ones go one per message.
     pub fn chunksize(mut self, n: usize) -> Self {
-        if !self.w.started {
-            self.w.chunksize = n.max(1);
-        }
+        self.w.set_chunksize(n);
         self
     }
 
@@ -159,12 +203,19 @@ impl<R> MapIter<R> {
         self
     }
 
+    /// The pool's worker count, for the automatic chunk size.
+    pub(crate) fn for_workers(mut self, workers: usize) -> Self {
+        self.w.for_workers(workers);
+        self
+    }
+
     /// Top the window up once it has drained to half: submitting in bursts lets workers
     /// run through many items per wake-up instead of ping-ponging with the consumer.
     fn refill(&mut self) {
         if self.in_flight.len() > self.w.capacity() / 2 {
             return;
         }
+        self.w.resize();
         while !self.timed_out && self.in_flight.len() < self.w.capacity() {
             match self.w.pull() {
                 Some(chunk) => self.in_flight.extend(chunk),
@@ -181,6 +232,7 @@ impl<R> Iterator for MapIter<R> {
         self.w.started = true;
         self.refill();
         let f = self.in_flight.pop_front()?;
+        self.w.consumed += 1;
         if self.timed_out || f.done() || f.wait_until(self.w.deadline(), true) {
             return Some(f.result());
         }
@@ -252,9 +304,7 @@ impl<R> MapUnordered<R> {
 
     /// See [`MapIter::chunksize`].
     pub fn chunksize(mut self, n: usize) -> Self {
-        if !self.w.started {
-            self.w.chunksize = n.max(1);
-        }
+        self.w.set_chunksize(n);
         self
     }
 
@@ -274,11 +324,18 @@ impl<R> MapUnordered<R> {
         self
     }
 
+    /// See [`MapIter::for_workers`].
+    pub(crate) fn for_workers(mut self, workers: usize) -> Self {
+        self.w.for_workers(workers);
+        self
+    }
+
     /// See [`MapIter::refill`].
     fn refill(&mut self) {
         if self.in_flight.len() > self.w.capacity() / 2 {
             return;
         }
+        self.w.resize();
         while !self.timed_out && self.in_flight.len() < self.w.capacity() {
             match self.w.pull() {
                 Some(chunk) => {
@@ -308,6 +365,7 @@ impl<R> Iterator for MapUnordered<R> {
             match self.queue.pop(self.w.deadline()) {
                 Some(i) => {
                     if let Some(f) = self.in_flight.remove(&i) {
+                        self.w.consumed += 1;
                         return Some((i, f.result()));
                     }
                 }

@@ -71,6 +71,30 @@ fn map_in_order_with_chunks_and_per_item_errors() {
     assert!(un.iter().all(|&(i, v)| v == (i as u64) * (i as u64)));
 }
 
+fn pid_after_ms(ms: u64) -> u32 {
+    std::thread::sleep(std::time::Duration::from_millis(ms));
+    std::process::id()
+}
+
+/// Without a chunksize, long items are not bunched onto one worker: 6 items of 100 ms on
+/// 2 workers run on both, and tiny items still come back in order, one result each.
+#[test]
+fn automatic_chunks_spread_long_items_and_keep_order() {
+    let p = pool(2);
+    let pids: std::collections::HashSet<u32> = p
+        .map(pid_after_ms, vec![100u64; 6])
+        .map(|r| r.unwrap())
+        .collect();
+    assert_eq!(pids.len(), 2, "long items ran on {pids:?}");
+    let n = 50_000u64;
+    let out: Vec<u64> = p.map(square, 0..n).map(|r| r.unwrap()).collect();
+    assert_eq!(out.len(), n as usize);
+    assert!(out
+        .iter()
+        .enumerate()
+        .all(|(i, &v)| v == (i as u64) * (i as u64)));
+}
+
 #[test]
 fn map_is_lazy_over_endless_input() {
     let p = pool(2);
