@@ -3,7 +3,9 @@
 //! `Vec<u8>` argument (encoded, sent through ipc-channel, decoded), in the same run. The
 //! worker returns the length and the last byte, so it really reaches the data. Each figure
 //! is one `submit(..).result()` round trip on a 1-worker `ProcessPool` (median and min of
-//! k runs); a fresh mapping every time (the worker drops its handle after each task). Also
+//! k runs). The worker keeps the mapping between tasks (its receiver cache), so only the
+//! first hand-off of a segment maps it. `shm repeat`: the same 256 MiB buffer handed again
+//! with the worker touching every page, kept mapping against unmapping after each task. Also
 //! reported: the one-off cost of *creating* the `SharedBytes` (`from_slice`, a copy in).
 //! CPython's peer (`bytes` vs `multiprocessing.shared_memory` through a
 //! `ProcessPoolExecutor`) runs at the end: `python3 benches/python_sync_peer.py handoff`.
@@ -21,6 +23,23 @@ use poolrun::{Executor, PoolConfig, ProcessPool};
 
 fn take_shared(b: SharedBytes) -> (usize, u8) {
     (b.len(), b.last().copied().unwrap_or(0))
+}
+
+/// Read one byte of every page (the worker really maps all of it).
+fn touch(b: &SharedBytes) -> u64 {
+    b.iter().step_by(4096).map(|&x| u64::from(x)).sum()
+}
+
+fn touch_shared(b: SharedBytes) -> u64 {
+    touch(&b)
+}
+
+/// The same, then unmap at once (what every hand-off cost before the receiver's cache).
+fn touch_shared_uncached(b: SharedBytes) -> u64 {
+    let s = touch(&b);
+    drop(b);
+    poolrun::shm::release_cached();
+    s
 }
 
 fn take_vec(b: Vec<u8>) -> (usize, u8) {
@@ -47,6 +66,40 @@ fn time<I, O>(
 
 fn ms(d: Duration) -> String {
     format!("{:.3} ms", d.as_secs_f64() * 1e3)
+}
+
+/// The same `SharedBytes` handed to the worker again and again, the worker touching every
+/// page: with the receiver's mapping cache (now) against unmapping after each task (the
+/// behaviour before issue 11), same run, same pool.
+fn repeat_touch(pool: &ProcessPool, mib: usize) {
+    let n = mib << 20;
+    let shared = SharedBytes::from_slice(&vec![1u8; n]).expect("SharedBytes");
+    let pages = n.div_ceil(4096) as u64;
+    let t = Instant::now();
+    assert_eq!(
+        pool.submit(touch_shared, shared.clone()).result(),
+        Ok(pages)
+    );
+    let first = t.elapsed();
+    let (cached_med, cached_min) = time(
+        20,
+        || shared.clone(),
+        |b| assert_eq!(pool.submit(touch_shared, b).result(), Ok(pages)),
+    );
+    let (fresh_med, fresh_min) = time(
+        10,
+        || shared.clone(),
+        |b| assert_eq!(pool.submit(touch_shared_uncached, b).result(), Ok(pages)),
+    );
+    println!(
+        "shm repeat/{mib}MiB touch every page: first {} | again (mapping kept) {} (min {}, k=20) | again, unmapped after each task {} (min {}, k=10) | {:.0}x",
+        ms(first),
+        ms(cached_med),
+        ms(cached_min),
+        ms(fresh_med),
+        ms(fresh_min),
+        fresh_med.as_secs_f64() / cached_med.as_secs_f64()
+    );
 }
 
 fn main() {
@@ -106,6 +159,7 @@ fn main() {
             ms(create)
         );
     }
+    repeat_touch(&pool, max_mib.min(256));
     pool.shutdown(true, false);
 
     if std::env::var_os("POOLRUN_BENCH_NO_PYTHON").is_none() {

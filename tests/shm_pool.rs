@@ -217,3 +217,61 @@ fn returned_segment_survives_worker_recycling() {
     }
     p.shutdown(true, false);
 }
+
+/// Minor page faults of this process so far.
+fn minor_faults() -> i64 {
+    nix::sys::resource::getrusage(nix::sys::resource::UsageWho::RUSAGE_SELF)
+        .map(|u| u.minor_page_faults())
+        .unwrap_or(0)
+}
+
+/// Touch every page of `b`; return (this worker's pid, the page faults that took, a
+/// checksum so the reads are real).
+fn touch_pages(b: SharedBytes) -> (u32, i64, u64) {
+    let before = minor_faults();
+    let sum: u64 = b.iter().step_by(4096).map(|&x| u64::from(x)).sum();
+    (std::process::id(), minor_faults() - before, sum)
+}
+
+fn segments_mapped(pid: u32) -> usize {
+    std::fs::read_to_string(format!("/proc/{pid}/maps"))
+        .map(|m| m.lines().filter(|l| l.contains("memfd:poolrun-")).count())
+        .unwrap_or(0)
+}
+
+/// Issue 11: handing the same big `SharedBytes` to a worker again costs no page faults
+/// (the worker keeps the mapping it already has), and the worker lets go of it once the
+/// parent dropped it.
+#[test]
+fn repeat_hand_off_keeps_the_mapping_and_releases_it_with_the_segment() {
+    let p = pool(Mode::Process, 1);
+    let Pool::Process(pp) = &p else {
+        unreachable!()
+    };
+    let worker = pp.worker_pids()[0];
+    // before: whatever other tests of this binary left mapped in this (own) worker: none
+    let baseline = segments_mapped(worker);
+    let b = SharedBytes::from_slice(&vec![1u8; 64 << 20]).unwrap();
+    let (pid1, first, s1) = p.submit(touch_pages, b.clone()).result().unwrap();
+    let (pid2, second, s2) = p.submit(touch_pages, b.clone()).result().unwrap();
+    assert_eq!((pid1, pid2), (worker, worker));
+    assert_eq!((s1, s2), (16384, 16384));
+    assert!(
+        first >= 500,
+        "the first hand-off faulted only {first} times"
+    );
+    assert!(
+        second < 100,
+        "the repeat hand-off faulted {second} times (first: {first}): the mapping was not kept"
+    );
+    assert_eq!(segments_mapped(worker), baseline + 1);
+    drop(b);
+    let end = Instant::now() + Duration::from_secs(5);
+    while segments_mapped(worker) > baseline {
+        assert!(
+            Instant::now() < end,
+            "the worker still maps the segment 5 s after the parent dropped it"
+        );
+        std::thread::sleep(Duration::from_millis(10));
+    }
+}

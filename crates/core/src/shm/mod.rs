@@ -21,6 +21,7 @@
 
 mod array;
 mod bytes;
+mod cache;
 mod forksafe;
 pub(crate) mod segment;
 #[cfg(test)]
@@ -148,4 +149,18 @@ pub fn set_pin_timeout(timeout: std::time::Duration) {
 /// when nothing is pending.
 pub fn wait_pins_released(timeout: std::time::Duration) -> bool {
     segment::wait_pins_released(timeout)
+}
+
+/// Number of segments this process keeps mapped after its last handle to them was dropped,
+/// so that receiving them again costs no `mmap` and no page fault (a process caches only
+/// segments it received, never ones it created; at most 32; each is let go once its creator
+/// dropped it or exited). See README, "Repeat hand-off".
+pub fn cached_segments() -> usize {
+    cache::len()
+}
+
+/// Unmap every segment this process keeps only for repeat hand-off (see
+/// [`cached_segments`]) now, instead of when their creators let go of them.
+pub fn release_cached() {
+    cache::clear()
 }

@@ -35,8 +35,9 @@ pub(crate) const HEADER_SIZE: usize = 4096;
 pub(crate) const STATE_OFFSET: usize = 512;
 /// Bytes available in the state area.
 pub(crate) const STATE_SIZE: usize = HEADER_SIZE - STATE_OFFSET;
-/// `"poolrun\x01"`: marks a poolrun segment (version 1 of this layout).
-const MAGIC: u64 = u64::from_le_bytes(*b"poolrun\x01");
+/// `"poolrun\x02"`: marks a poolrun segment (version 2 of this layout: creator and
+/// released added).
+const MAGIC: u64 = u64::from_le_bytes(*b"poolrun\x02");
 /// Longest a sender keeps a segment alive for a handle that no receiver attached, in ms
 /// (default 300 s; `shm::set_pin_timeout`).
 static PIN_MAX_MS: AtomicU64 = AtomicU64::new(300_000);
@@ -100,6 +101,11 @@ struct Header {
     elem_size: u32,
     site_len: u32,
     site: [u8; SITE_MAX],
+    /// The pid of the process that created the segment.
+    creator: u32,
+    /// Set to 1 when the creator dropped its last handle (receivers' caches let go then,
+    /// `cache.rs` C2).
+    released: AtomicU32,
 }
 
 const _: () = assert!(std::mem::size_of::<Header>() <= STATE_OFFSET);
@@ -194,7 +200,7 @@ static REGISTRY: ForkSafeMutex<MappingTable> = ForkSafeMutex::new(None);
 static PINS: ForkSafeMutex<Vec<Pin>> = ForkSafeMutex::new(Vec::new());
 
 fn lock_registry() -> MapGuard {
-    static LOCKS: [&(dyn ForkLock + Sync); 2] = [&REGISTRY, &PINS];
+    static LOCKS: [&(dyn ForkLock + Sync); 3] = [&REGISTRY, &PINS, &super::cache::CACHE];
     forksafe::register(&LOCKS);
     MapGuard(REGISTRY.lock())
 }
@@ -256,6 +262,7 @@ impl Mapping {
             h.elem_size = elem_size;
             h.site_len = n as u32;
             h.site[..n].copy_from_slice(&site[..n]);
+            h.creator = std::process::id();
         }
         let m = Arc::new(Mapping {
             ptr,
@@ -273,6 +280,26 @@ impl Mapping {
     fn header(&self) -> &Header {
         // SAFETY: M1: the first page holds an initialised Header, mapped while self lives.
         unsafe { &*(self.ptr.as_ptr() as *const Header) }
+    }
+
+    /// The pid of the process that created the segment.
+    pub(crate) fn creator(&self) -> u32 {
+        self.header().creator
+    }
+
+    /// True once the creator dropped its last handle, or exited (cache rule C2).
+    pub(crate) fn released(&self) -> bool {
+        let h = self.header();
+        if h.released.load(Ordering::Acquire) != 0 {
+            return true;
+        }
+        // A creator that ended without dropping (a worker `_exit`s): its pid is gone. (A
+        // recycled pid only keeps the entry longer, bounded by MAX_ENTRIES.)
+        let pid = rustix::process::Pid::from_raw(h.creator as i32);
+        matches!(
+            pid.map(rustix::process::test_kill_process),
+            Some(Err(rustix::io::Errno::SRCH)) | None
+        )
     }
 
     /// The segment's random id (equal in every process).
@@ -450,6 +477,7 @@ impl Mapping {
         // re-decoding the same bytes) must not wrap the count.
         let p = &m.header().pending;
         let _ = p.fetch_update(Ordering::AcqRel, Ordering::Acquire, |v| v.checked_sub(1));
+        super::cache::keep(&m);
         Ok(m)
     }
 
@@ -531,6 +559,10 @@ fn map(fd: &OwnedFd, len: usize) -> Result<NonNull<u8>, ShmError> {
 
 impl Drop for Mapping {
     fn drop(&mut self) {
+        if self.creator() == std::process::id() {
+            // Receivers' caches let go of it now (cache rule C2).
+            self.header().released.store(1, Ordering::Release);
+        }
         {
             let mut reg = lock_registry();
             // Remove our entry unless it already points at a newer mapping of the same id.
