@@ -27,6 +27,10 @@ pub use poolrun_core::{
     MAX_WORKERS,
 };
 
+/// For pool implementations and the `poolrun` command line, not for users (see
+/// `poolrun_core::backend`).
+#[doc(hidden)]
+pub use poolrun_core::backend;
 use poolrun_core::backend::{BatchSubmit, Dispatch};
 pub use poolrun_procpool::ProcessPool;
 pub use poolrun_threadpool::ThreadPool;

@@ -41,6 +41,7 @@
 #![warn(missing_docs)]
 
 pub mod args;
+mod batch;
 mod builtin;
 pub mod compare;
 pub mod demo;

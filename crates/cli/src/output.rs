@@ -92,12 +92,10 @@ pub(crate) fn format_line(o: &Record, format: OutputFormat) -> String {
     }
 }
 
-/// Write one line to stdout. Takes the stdout lock only for this line (a process pool's
-/// fork takes it too, so it must never be held across a wait).
-pub(crate) fn print_line(line: &str) -> io::Result<()> {
+/// Print lines already joined (each ending in a newline) in one write, and flush.
+pub(crate) fn print_block(block: &str) -> io::Result<()> {
     let mut out = io::stdout().lock();
-    out.write_all(line.as_bytes())?;
-    out.write_all(b"\n")?;
+    out.write_all(block.as_bytes())?;
     out.flush()
 }
 
@@ -172,9 +170,9 @@ impl Progress {
     }
 
     /// Another task was read (stdin input: the total grows).
-    pub(crate) fn add_total(&self) {
+    pub(crate) fn add_total(&self, n: u64) {
         if let Some(b) = &self.bar {
-            b.inc_length(1);
+            b.inc_length(n);
         }
     }
 

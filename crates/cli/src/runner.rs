@@ -1,8 +1,10 @@
 //! The run loop: feed inputs to the pool through a bounded window, print results (in input
 //! order, or as they complete with `--unordered`), and handle signals.
 //!
-//! Tasks are submitted one by one (`submit` + `add_done_callback`, which sends the task's
-//! index to this loop) with at most [`window`] of them submitted and not yet printed. The
+//! Tasks are submitted in chunks of what is waiting (`batch.rs`: one task per chunk unless
+//! tasks are short; each task has its own future and `add_done_callback`, which sends the
+//! task's index to this loop) with at most [`window`] chunks' worth submitted and not yet
+//! printed. The
 //! loop waits on three channels at once — completions, stdin lines, signals — so it never
 //! blocks where a Ctrl-C could not reach it (not even inside a long task or a stdin read),
 //! and an endless stdin runs in bounded memory.
@@ -11,13 +13,15 @@ use std::collections::HashMap;
 use std::io::IsTerminal;
 use std::time::Duration;
 
-use crossbeam_channel::{never, select, unbounded, Receiver};
+use crossbeam_channel::{never, select, unbounded, Receiver, TryRecvError};
+use poolrun::backend::Dispatch;
 use poolrun::slurm::SlurmPool;
 use poolrun::{Executor, Pool, TaskError, TaskFuture};
 
+use crate::batch::{ChunkRule, MAX_CHUNK};
 use crate::exec;
 use crate::input::{spawn_stdin_reader, StdinItem};
-use crate::output::{format_line, print_line, Progress, Record};
+use crate::output::{format_line, print_block, Progress, Record};
 use crate::plan::{InputSpec, RunPlan};
 use crate::registry::{run_one, Req, TaskOutput, Worker};
 use crate::signals::{self, SignalWatch};
@@ -127,12 +131,17 @@ pub(crate) fn run(plan: RunPlan) -> i32 {
             return 2;
         }
     };
-    let win = match &pool {
-        // A cluster schedules about once a second: keep many tasks in flight so each
-        // job array carries a large share.
-        Pool::Slurm(_) => SLURM_WINDOW,
-        _ => window(pool.workers()),
+    let slurm = matches!(pool, Pool::Slurm(_));
+    // A cluster schedules about once a second: keep many tasks in flight so each job
+    // array carries a large share. Elsewhere the window grows with the chunk size.
+    let win_for = |chunk: usize| {
+        if slurm {
+            SLURM_WINDOW
+        } else {
+            window(pool.workers()).saturating_mul(chunk)
+        }
     };
+    let mut rule = ChunkRule::new();
     let signals = match SignalWatch::start(exec::kill_all_running) {
         Ok(s) => Some(s),
         Err(e) => {
@@ -145,7 +154,7 @@ pub(crate) fn run(plan: RunPlan) -> i32 {
 
     let (total, mut inputs) = match &plan.inputs {
         InputSpec::Args(a) => (Some(a.len() as u64), Inputs::Args(a.clone().into_iter())),
-        InputSpec::Stdin => match spawn_stdin_reader(win) {
+        InputSpec::Stdin => match spawn_stdin_reader(win_for(MAX_CHUNK)) {
             Ok(rx) if std::io::stdin().is_terminal() => {
                 eprintln!("poolrun: reading one task per line from the terminal (Ctrl-D ends)");
                 (None, Inputs::Stdin(rx))
@@ -166,36 +175,43 @@ pub(crate) fn run(plan: RunPlan) -> i32 {
     let mut counts = Counts::default();
     let mut stdin_error: Option<String> = None;
 
-    let submit = |slots: &mut HashMap<usize, InFlight>,
-                  counts: &mut Counts,
-                  input: String,
-                  bad: Option<String>| {
-        let index = counts.submitted as usize;
-        let req = Req {
-            task: plan.task,
-            param: plan.param.clone(),
-            input: input.clone(),
-            bad_input: bad,
-        };
-        let fut = pool.submit(run_one, req);
-        let tx = done_tx.clone();
-        fut.add_done_callback(move |_| {
-            let _ = tx.send(index);
-        });
-        slots.insert(
-            index,
-            InFlight {
-                input,
-                fut,
-                done: false,
-            },
-        );
-        counts.submitted += 1;
+    let mut submit_batch = pool.batch_submitter(run_one);
+    // Submit a chunk of inputs (each with its own future and slot).
+    let mut submit = |slots: &mut HashMap<usize, InFlight>,
+                      counts: &mut Counts,
+                      chunk: Vec<(String, Option<String>)>| {
+        let reqs = chunk
+            .iter()
+            .map(|(input, bad)| Req {
+                task: plan.task,
+                param: plan.param.clone(),
+                input: input.clone(),
+                bad_input: bad.clone(),
+            })
+            .collect();
+        let futs = submit_batch(reqs);
+        for ((input, _), fut) in chunk.into_iter().zip(futs) {
+            let index = counts.submitted as usize;
+            let tx = done_tx.clone();
+            fut.add_done_callback(move |_| {
+                let _ = tx.send(index);
+            });
+            slots.insert(
+                index,
+                InFlight {
+                    input,
+                    fut,
+                    done: false,
+                },
+            );
+            counts.submitted += 1;
+        }
     };
 
     // Print every finished slot that may be printed now.
     let emit = |slots: &mut HashMap<usize, InFlight>,
                 counts: &mut Counts,
+                rule: &mut ChunkRule,
                 next_print: &mut usize,
                 finished: &[usize]|
      -> Result<(), ()> {
@@ -208,32 +224,39 @@ pub(crate) fn run(plan: RunPlan) -> i32 {
                 *next_print += 1;
             }
         }
+        // Everything printable now goes out in one write.
+        let mut block = String::new();
         for i in ready {
             let Some(slot) = slots.remove(&i) else {
                 continue;
             };
             let outcome = to_outcome(i, slot.input, slot.fut.result());
+            rule.observe(outcome.ms);
             if outcome.result.is_ok() {
                 counts.ok += 1;
             } else {
                 counts.failed += 1;
             }
             progress.finished_one(counts.failed);
-            let line = format_line(&outcome, plan.format);
-            if progress.suspend(|| print_line(&line)).is_err() {
-                return Err(());
-            }
+            block.push_str(&format_line(&outcome, plan.format));
+            block.push('\n');
+        }
+        if !block.is_empty() && progress.suspend(|| print_block(&block)).is_err() {
+            return Err(());
         }
         Ok(())
     };
 
     let end = 'run: loop {
+        let win = win_for(rule.size());
         // Fill the window from the command-line arguments.
         while slots.len() < win {
             let Inputs::Args(it) = &mut inputs else { break };
-            match it.next() {
-                Some(a) => submit(&mut slots, &mut counts, a, None),
-                None => inputs = Inputs::Done,
+            let chunk: Vec<_> = it.by_ref().take(rule.size()).map(|a| (a, None)).collect();
+            if chunk.is_empty() {
+                inputs = Inputs::Done;
+            } else {
+                submit(&mut slots, &mut counts, chunk);
             }
         }
         if matches!(inputs, Inputs::Done) && slots.is_empty() {
@@ -261,8 +284,22 @@ pub(crate) fn run(plan: RunPlan) -> i32 {
             }
             recv(in_rx) -> m => match m {
                 Ok(StdinItem::Line { input, bad }) => {
-                    submit(&mut slots, &mut counts, input, bad);
-                    progress.add_total();
+                    // This line and whatever else is already waiting, up to a chunk.
+                    let mut chunk = vec![(input, bad)];
+                    while chunk.len() < rule.size() {
+                        let Inputs::Stdin(rx) = &inputs else { break };
+                        match rx.try_recv() {
+                            Ok(StdinItem::Line { input, bad }) => chunk.push((input, bad)),
+                            Ok(StdinItem::Error(e)) => {
+                                stdin_error = Some(e);
+                                inputs = Inputs::Done;
+                            }
+                            Err(TryRecvError::Empty) => break,
+                            Err(TryRecvError::Disconnected) => inputs = Inputs::Done,
+                        }
+                    }
+                    progress.add_total(chunk.len() as u64);
+                    submit(&mut slots, &mut counts, chunk);
                 }
                 Ok(StdinItem::Error(e)) => {
                     stdin_error = Some(e);
@@ -281,7 +318,15 @@ pub(crate) fn run(plan: RunPlan) -> i32 {
             let (queued, running, _) = s.progress();
             progress.cluster(queued, running, counts.failed);
         }
-        if emit(&mut slots, &mut counts, &mut next_print, &finished).is_err() {
+        if emit(
+            &mut slots,
+            &mut counts,
+            &mut rule,
+            &mut next_print,
+            &finished,
+        )
+        .is_err()
+        {
             break RunEnd::BrokenPipe;
         }
     };

@@ -150,6 +150,49 @@ fn stdin_many_lines(mode: &str) {
     }
 }
 
+/// Issue 11: trivial tasks are sent in chunks; with failures sprinkled among 200,000 lines
+/// every line still gets its own result, in input order, and the exit status counts them.
+fn stdin_batched_with_failures(mode: &str) {
+    let input: String = (0..200_000u32)
+        .map(|i| {
+            if i % 9973 == 5 {
+                "x\n".to_string()
+            } else {
+                format!("{}\n", i % 50)
+            }
+        })
+        .collect();
+    let o = run_with(
+        &["--mode", mode, "-j", "2", "primes"],
+        Some(input.as_bytes()),
+        Duration::from_secs(120),
+    );
+    assert_eq!(o.code, Some(1), "{:?}", o.stderr);
+    let lines = o.lines();
+    assert_eq!(lines.len(), 200_000);
+    let primes_below = |n: u32| (2..n).filter(|k| (2..*k).all(|d| k % d != 0)).count();
+    let mut failed = 0;
+    for (i, l) in lines.iter().enumerate() {
+        let i = i as u32;
+        if i % 9973 == 5 {
+            assert!(l.starts_with("x\tERROR: "), "line {i}: {l}");
+            failed += 1;
+        } else {
+            assert_eq!(
+                *l,
+                format!("{}\t{}", i % 50, primes_below(i % 50)),
+                "line {i}"
+            );
+        }
+    }
+    assert!(
+        o.stderr
+            .contains(&format!("{failed} of 200000 tasks failed")),
+        "{}",
+        o.stderr
+    );
+}
+
 fn exec_substitutes(mode: &str) {
     let o = run(&[
         "--mode",
@@ -290,6 +333,7 @@ both_modes! {
     json_output => json_lines;
     stdin_input => stdin_lines;
     stdin_window => stdin_many_lines;
+    stdin_batched => stdin_batched_with_failures;
     exec_placeholder => exec_substitutes;
     exec_failure => exec_failures;
     sha256 => sha256_files;
