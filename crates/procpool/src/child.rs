@@ -26,12 +26,17 @@ use poolrun_core::backend::{Initializer, WorkerRuntime};
 use poolrun_core::gil::{Gil, GilMode};
 use poolrun_core::{codec, TaskError};
 
+use crate::ring::{PopError, Ring, Rings, TAG_MSG, TAG_VIA_CHANNEL};
 use crate::status::StatusPage;
 use crate::sys;
 use crate::transport::{
     self, FromWorker, Outcome, PayloadReader, Payloads, ResultEntry, Results, RunBatch, ToWorker,
     LARGE, MAX_LARGE_PER_MESSAGE,
 };
+
+/// How long an idle worker spins on its jobs ring before it sleeps (ring.rs, R3): a stream
+/// of tasks then never enters the kernel.
+const JOB_SPIN: Duration = Duration::from_micros(50);
 
 /// Send finished results at least this often while a batch runs (ns).
 const FLUSH_EVERY_NS: u64 = 1_000_000;
@@ -55,13 +60,54 @@ pub(crate) struct WorkerSetup {
     pub max_tasks: Option<usize>,
 }
 
+/// How a worker talks to its parent: the rings (the fast path) and the channels (big
+/// messages, each announced by a marker record in the ring).
+pub(crate) struct WorkerIo {
+    pub rx: IpcReceiver<ToWorker>,
+    pub tx: IpcSender<FromWorker>,
+    pub rings: Rings,
+}
+
+impl WorkerIo {
+    /// The next message from the parent; `None` if the parent is gone or broke the protocol.
+    fn next_job(&self, buf: &mut Vec<u8>) -> Option<ToWorker> {
+        loop {
+            match self.rings.jobs.pop(buf) {
+                Ok(TAG_MSG) => return postcard::from_bytes(buf).ok(),
+                Ok(TAG_VIA_CHANNEL) => return self.rx.recv().ok(),
+                Ok(_) | Err(PopError::Corrupt) => return None,
+                Err(PopError::Empty) => self.rings.jobs.wait(JOB_SPIN, None),
+            }
+        }
+    }
+
+    /// Send a message up: through the results ring when it fits, else on the channel with a
+    /// marker in the ring. False if the parent is gone.
+    fn send(&self, msg: FromWorker, buf: &mut Vec<u8>) -> bool {
+        send_via(&self.rings.results, &self.tx, msg, buf)
+    }
+}
+
+/// See [`WorkerIo::send`].
+fn send_via(ring: &Ring, tx: &IpcSender<FromWorker>, msg: FromWorker, buf: &mut Vec<u8>) -> bool {
+    if msg.ring_ok() {
+        buf.clear();
+        if let Ok(b) = postcard::to_extend(&msg, std::mem::take(buf)) {
+            *buf = b;
+            if buf.len() <= crate::ring::MAX_RECORD {
+                return ring.push_wait(TAG_MSG, buf);
+            }
+        }
+    }
+    tx.send(msg).is_ok() && ring.push_wait(TAG_VIA_CHANNEL, &[])
+}
+
 /// The worker process's entry point: never returns, never unwinds (invariant F1).
 pub(crate) fn child_main(
     parent: Pid,
     foreign: &[RawFd],
     setup: &WorkerSetup,
-    rx: IpcReceiver<ToWorker>,
-    tx: IpcSender<FromWorker>,
+    io: WorkerIo,
     status: StatusPage,
     lifeline: OwnedFd,
 ) -> ! {
@@ -69,7 +115,7 @@ pub(crate) fn child_main(
         sys::child_setup(parent, foreign);
         sys::start_watchdog(lifeline);
         install_panic_hook();
-        main_loop(setup, &rx, &tx, &status)
+        main_loop(setup, &io, &status)
     }))
     .unwrap_or(101);
     sys::exit_now(code)
@@ -121,7 +167,7 @@ impl Pending {
     }
 
     /// Send what is pending; false if the parent is gone.
-    fn flush(&mut self, tx: &IpcSender<FromWorker>) -> bool {
+    fn flush(&mut self, io: &WorkerIo, buf: &mut Vec<u8>) -> bool {
         if self.entries.is_empty() {
             return true;
         }
@@ -131,17 +177,12 @@ impl Pending {
             body,
             large,
         });
-        tx.send(msg).is_ok()
+        io.send(msg, buf)
     }
 }
 
 /// Run the worker; returns the exit code.
-fn main_loop(
-    setup: &WorkerSetup,
-    rx: &IpcReceiver<ToWorker>,
-    tx: &IpcSender<FromWorker>,
-    status: &StatusPage,
-) -> i32 {
+fn main_loop(setup: &WorkerSetup, io: &WorkerIo, status: &StatusPage) -> i32 {
     let gil = match setup.gil {
         GilMode::On { switch_interval } => Some(Gil::new(switch_interval)),
         GilMode::Off => None,
@@ -151,20 +192,21 @@ fn main_loop(
         Arc::new(AtomicBool::new(false)),
         setup.initializer.as_ref(),
     );
+    let mut wire: Vec<u8> = Vec::new();
     if let Some(msg) = rt.init_error() {
-        let _ = tx.send(FromWorker::InitFailed(msg.to_string()));
+        let _ = io.send(FromWorker::InitFailed(msg.to_string()), &mut wire);
         return 0;
     }
-    if tx.send(FromWorker::Ready).is_err() {
+    if !io.send(FromWorker::Ready, &mut wire) {
         return 0;
     }
     let mut done: usize = 0;
     let mut scratch: Vec<u8> = Vec::new();
     let mut pending = Pending::default();
     loop {
-        let msg = match rx.recv() {
-            Ok(m) => m,
-            Err(_) => return 0, // the parent is gone
+        let msg = match io.next_job(&mut wire) {
+            Some(m) => m,
+            None => return 0, // the parent is gone
         };
         status.mark_received();
         let batch = match msg {
@@ -185,7 +227,8 @@ fn main_loop(
             &mut done,
             &mut scratch,
             &mut pending,
-            tx,
+            io,
+            &mut wire,
         ) {
             BatchEnd::Continue => {}
             BatchEnd::Exit => {
@@ -214,7 +257,8 @@ fn run_batch(
     done: &mut usize,
     scratch: &mut Vec<u8>,
     pending: &mut Pending,
-    tx: &IpcSender<FromWorker>,
+    io: &WorkerIo,
+    wire: &mut Vec<u8>,
 ) -> BatchEnd {
     // SAFETY: invariant T1 (transport.rs): the address was made by `task_addrs` in the
     // parent this process was forked from, and arrived over the pool's private channel.
@@ -255,7 +299,7 @@ fn run_batch(
             || pending.full()
             || now.saturating_sub(last_flush) >= FLUSH_EVERY_NS
         {
-            if !pending.flush(tx) {
+            if !pending.flush(io, wire) {
                 return BatchEnd::ParentGone;
             }
             last_flush = sys::now_ns();

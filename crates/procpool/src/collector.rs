@@ -28,6 +28,7 @@ use crate::child::EXIT_UNSAFE_FORK;
 use crate::exitwatch;
 use crate::item::{Batch, Item};
 use crate::link::Link;
+use crate::ring::{PopError, Ring, TAG_MSG, TAG_VIA_CHANNEL};
 use crate::scheduler::WorkerLink;
 use crate::shared::PoolShared;
 use crate::spawn::{self, Lifeline, WorkerHandle};
@@ -37,6 +38,15 @@ use crate::transport::{FromWorker, PayloadReader, Results};
 
 /// How long a worker that closed its channel may take to finish exiting before it is killed.
 const EXIT_GRACE: Duration = Duration::from_secs(2);
+/// How long a collector spins on its results ring before it sleeps (ring.rs, R3).
+const RESULT_SPIN: Duration = Duration::from_micros(20);
+/// Without a pidfd exit watcher to close the ring, how often a sleeping collector looks
+/// whether its worker's channel disconnected.
+const DISCONNECT_POLL: Duration = Duration::from_millis(100);
+/// How long a collector waits for a message that a ring marker announced (it was sent
+/// before the marker, so it is there unless the worker broke the protocol).
+const MARKED_WAIT: Duration = Duration::from_secs(1);
+
 /// An item re-queued this many times (its workers kept dying before running it) fails.
 const MAX_REQUEUES: u32 = 16;
 
@@ -57,6 +67,7 @@ pub(crate) struct Started {
     rx: IpcReceiver<FromWorker>,
     status: Arc<StatusPage>,
     lifeline: Lifeline,
+    results: Arc<Ring>,
     watch: exitwatch::Watch,
     generation: u64,
 }
@@ -69,9 +80,10 @@ pub(crate) fn attach(pool: &PoolShared, idx: usize, h: WorkerHandle) -> Started 
         rx,
         status,
         lifeline,
+        rings,
     } = h;
-    let watch = exitwatch::watch(pid);
-    let link = Arc::new(Link::new(pid, tx, status.clone()));
+    let watch = exitwatch::watch(pid, rings.results.clone());
+    let link = Arc::new(Link::new(pid, tx, rings.jobs, status.clone()));
     let generation = pool.with_sched(|s| {
         let g = s.attach(idx, link.clone());
         if s.is_killing() {
@@ -85,6 +97,7 @@ pub(crate) fn attach(pool: &PoolShared, idx: usize, h: WorkerHandle) -> Started 
         rx,
         status,
         lifeline,
+        results: rings.results,
         watch,
         generation,
     }
@@ -138,11 +151,12 @@ fn life(pool: &Arc<PoolShared>, idx: usize, w: Started) {
         rx,
         status,
         lifeline,
+        results,
         watch,
         generation,
     } = w;
     let (end, ready) = catch_unwind(AssertUnwindSafe(|| {
-        receive(pool, idx, generation, &rx, &status, pid)
+        receive(pool, idx, generation, &rx, &results, &status, pid)
     }))
     .unwrap_or_else(|p| {
         eprintln!(
@@ -164,7 +178,18 @@ fn life(pool: &Arc<PoolShared>, idx: usize, w: Started) {
     let info = sys::reap(pid, grace);
     drop(lifeline);
     let mut held: Vec<Batch> = held;
-    // Results it flushed before it died are still in the channel.
+    // Results it published before it died are still in the ring (R4) or the channel.
+    let mut buf = Vec::new();
+    while let Ok(tag) = results.pop(&mut buf) {
+        let msg = match tag {
+            TAG_MSG => postcard::from_bytes::<FromWorker>(&buf).ok(),
+            TAG_VIA_CHANNEL => rx.try_recv().ok(),
+            _ => None,
+        };
+        if let Some(FromWorker::Results(res)) = msg {
+            deliver_detached(&mut held, &res);
+        }
+    }
     while let Ok(msg) = rx.try_recv() {
         if let FromWorker::Results(res) = msg {
             deliver_detached(&mut held, &res);
@@ -174,22 +199,89 @@ fn life(pool: &Arc<PoolShared>, idx: usize, w: Started) {
     settle(pool, idx, held, end, running, pid, info, ready, killing);
 }
 
+/// What one message from the worker means for its collector.
+enum Next {
+    Continue,
+    End(WorkerEnd),
+}
+
 /// Receive from the worker until it is gone; returns how it ended and whether it got ready.
+///
+/// Everything the worker sends comes through its results ring, in order: a message, or a
+/// marker for a message on the channel (ring.rs). The collector drains the ring, then
+/// spins and sleeps on it; the exit watcher closes the ring when the worker exits, and
+/// without one the channel's disconnect is polled.
 fn receive(
     pool: &Arc<PoolShared>,
     idx: usize,
     generation: u64,
     rx: &IpcReceiver<FromWorker>,
+    results: &Ring,
     status: &StatusPage,
     pid: Pid,
 ) -> (WorkerEnd, bool) {
     let mut ready = false;
+    let mut buf = Vec::new();
+    let handle = |msg: FromWorker, ready: &mut bool| -> Next {
+        match msg {
+            FromWorker::Ready => {
+                *ready = true;
+                pool.startup_succeeded();
+                Next::Continue
+            }
+            FromWorker::InitFailed(msg) => Next::End(WorkerEnd::InitFailed(msg)),
+            FromWorker::Results(res) => {
+                deliver(pool, idx, generation, status, &res);
+                Next::Continue
+            }
+        }
+    };
+    let broken = |why: &str| {
+        eprintln!("poolrun: receiving from worker {pid} failed ({why}); replacing the worker");
+        sys::kill_worker(pid); // ours, not reaped (F3)
+        WorkerEnd::Gone
+    };
     loop {
+        // Everything published so far.
+        loop {
+            let msg = match results.pop(&mut buf) {
+                Ok(TAG_MSG) => match postcard::from_bytes::<FromWorker>(&buf) {
+                    Ok(m) => m,
+                    Err(e) => {
+                        return (
+                            broken(&format!("a ring message did not decode: {e}")),
+                            ready,
+                        )
+                    }
+                },
+                Ok(TAG_VIA_CHANNEL) => match rx.try_recv_timeout(MARKED_WAIT) {
+                    Ok(m) => m,
+                    Err(TryRecvError::IpcError(IpcError::Disconnected)) => {
+                        return (WorkerEnd::Gone, ready)
+                    }
+                    Err(e) => {
+                        return (
+                            broken(&format!("an announced message is missing: {e:?}")),
+                            ready,
+                        )
+                    }
+                },
+                Ok(tag) => return (broken(&format!("unknown ring record {tag}")), ready),
+                Err(PopError::Corrupt) => return (broken("its results ring is corrupt"), ready),
+                Err(PopError::Empty) => break,
+            };
+            if let Next::End(end) = handle(msg, &mut ready) {
+                return (end, ready);
+            }
+        }
+        if results.closed() {
+            return (WorkerEnd::Gone, ready); // it exited; what it published is delivered
+        }
         // With a task timeout, wake at the running item's deadline, or — nothing running
         // now — after one timeout at the most (an item that begins meanwhile is seen then,
-        // and its own deadline is later). Without one, wait for a message or the end.
+        // and its own deadline is later).
         let wait = match pool.task_timeout {
-            None => None,
+            None => DISCONNECT_POLL,
             Some(t) => {
                 let (running, since) = status.running();
                 if running != 0 {
@@ -200,31 +292,28 @@ fn receive(
                         sys::kill_worker(pid); // ours, not reaped (F3)
                         return (WorkerEnd::TimedOut(running), ready);
                     }
-                    Some(Duration::from_nanos(deadline - now))
+                    Duration::from_nanos(deadline - now).min(DISCONNECT_POLL)
                 } else {
-                    Some(t)
+                    t.min(DISCONNECT_POLL)
                 }
             }
         };
-        let msg = match wait {
-            None => rx.recv().map_err(TryRecvError::IpcError),
-            Some(d) => rx.try_recv_timeout(d),
-        };
-        match msg {
-            Ok(FromWorker::Ready) => {
-                ready = true;
-                pool.startup_succeeded();
-            }
-            Ok(FromWorker::InitFailed(msg)) => return (WorkerEnd::InitFailed(msg), ready),
-            Ok(FromWorker::Results(res)) => deliver(pool, idx, generation, status, &res),
-            Err(TryRecvError::Empty) => {}
-            Err(TryRecvError::IpcError(IpcError::Disconnected)) => return (WorkerEnd::Gone, ready),
-            Err(TryRecvError::IpcError(e)) => {
-                eprintln!(
-                    "poolrun: receiving from worker {pid} failed ({e}); replacing the worker"
-                );
-                sys::kill_worker(pid); // ours, not reaped (F3)
-                return (WorkerEnd::Gone, ready);
+        results.wait(RESULT_SPIN, Some(wait));
+        if !results.core().has_data() && !results.closed() {
+            // Woken without news: has the worker gone without an exit watcher to say so?
+            match rx.try_recv() {
+                Ok(msg) => {
+                    if let Next::End(end) = handle(msg, &mut ready) {
+                        return (end, ready);
+                    }
+                }
+                Err(TryRecvError::Empty) => {}
+                Err(TryRecvError::IpcError(IpcError::Disconnected)) => {
+                    return (WorkerEnd::Gone, ready)
+                }
+                Err(TryRecvError::IpcError(e)) => {
+                    return (broken(&e.to_string()), ready);
+                }
             }
         }
     }

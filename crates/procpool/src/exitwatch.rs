@@ -14,22 +14,26 @@
 
 use std::collections::HashMap;
 use std::os::fd::OwnedFd;
-use std::sync::{Mutex, MutexGuard, OnceLock};
+use std::sync::{Arc, Mutex, MutexGuard, OnceLock};
 
 use nix::unistd::Pid;
 use rustix::event::epoll;
 
+use crate::ring::Ring;
 use crate::sys;
+
+type Entry = (OwnedFd, Pid, Arc<Ring>);
 
 struct ExitWatcher {
     epoll: OwnedFd,
-    /// Registered workers: key → (pidfd, pid). Closing a pidfd removes it from the set.
-    entries: Mutex<HashMap<u64, (OwnedFd, Pid)>>,
+    /// Registered workers: key → (pidfd, pid, results ring). Closing a pidfd removes it
+    /// from the set.
+    entries: Mutex<HashMap<u64, Entry>>,
     next: Mutex<u64>,
 }
 
 impl ExitWatcher {
-    fn entries(&self) -> MutexGuard<'_, HashMap<u64, (OwnedFd, Pid)>> {
+    fn entries(&self) -> MutexGuard<'_, HashMap<u64, Entry>> {
         self.entries.lock().unwrap_or_else(|p| p.into_inner())
     }
 }
@@ -61,9 +65,11 @@ fn run(w: &'static ExitWatcher) {
         for ev in &events {
             let key = ev.data.u64();
             let mut entries = w.entries();
-            if let Some((_pidfd, pid)) = entries.remove(&key) {
+            if let Some((_pidfd, pid, ring)) = entries.remove(&key) {
                 // Still registered, so not reaped (F3): the group id is the worker's own.
                 sys::kill_worker(pid);
+                // Wake its collector: nothing more will be published (ring.rs, R4).
+                ring.close();
             }
         }
     }
@@ -76,7 +82,7 @@ pub(crate) struct Watch(Option<u64>);
 /// Watch `pid` (a worker, leader of its own process group). If pidfds are not available
 /// (Linux before 5.3), nothing is watched: a collector then still sees every ordinary
 /// death; only the forked-task case above could keep it waiting.
-pub(crate) fn watch(pid: Pid) -> Watch {
+pub(crate) fn watch(pid: Pid, results: Arc<Ring>) -> Watch {
     let Some(w) = watcher() else {
         return Watch(None);
     };
@@ -102,7 +108,7 @@ pub(crate) fn watch(pid: Pid) -> Watch {
     {
         return Watch(None);
     }
-    entries.insert(key, (pidfd, pid));
+    entries.insert(key, (pidfd, pid, results));
     Watch(Some(key))
 }
 

@@ -30,6 +30,7 @@ mod exitwatch;
 mod item;
 mod link;
 mod pool;
+mod ring;
 mod scheduler;
 mod shared;
 mod spawn;

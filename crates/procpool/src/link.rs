@@ -13,6 +13,7 @@ use std::sync::{Arc, Mutex};
 use ipc_channel::ipc::IpcSender;
 use nix::unistd::Pid;
 
+use crate::ring::{Ring, MAX_RECORD, TAG_MSG, TAG_VIA_CHANNEL};
 use crate::scheduler::{Outgoing, WorkerLink};
 use crate::status::StatusPage;
 use crate::sys;
@@ -24,17 +25,53 @@ pub(crate) struct Link {
     tx: IpcSender<ToWorker>,
     pub status: Arc<StatusPage>,
     outbox: Mutex<VecDeque<Outgoing>>,
-    send: Mutex<()>,
+    /// Held while sending (so the jobs ring has one producer at a time), with the encoding
+    /// buffer.
+    send: Mutex<Vec<u8>>,
+    /// The jobs ring (parent → worker).
+    jobs: Arc<Ring>,
 }
 
 impl Link {
-    pub(crate) fn new(pid: Pid, tx: IpcSender<ToWorker>, status: Arc<StatusPage>) -> Link {
+    pub(crate) fn new(
+        pid: Pid,
+        tx: IpcSender<ToWorker>,
+        jobs: Arc<Ring>,
+        status: Arc<StatusPage>,
+    ) -> Link {
         Link {
             pid,
             tx,
             status,
             outbox: Mutex::new(VecDeque::new()),
-            send: Mutex::new(()),
+            send: Mutex::new(Vec::new()),
+            jobs,
+        }
+    }
+
+    /// Send one message: through the jobs ring when it fits (no memfd, at most
+    /// [`MAX_RECORD`] bytes), else on the channel announced by a marker record. The caller
+    /// holds the send lock (one producer). With the scheduler's bound on unread messages
+    /// the ring always has room for a live worker; no room means a broken worker.
+    fn send_one(&self, wire: ToWorker, buf: &mut Vec<u8>) -> Result<(), String> {
+        if wire.ring_ok() {
+            buf.clear();
+            if let Ok(b) = postcard::to_extend(&wire, std::mem::take(buf)) {
+                *buf = b;
+                if buf.len() <= MAX_RECORD {
+                    return if self.jobs.try_push(TAG_MSG, buf) {
+                        Ok(())
+                    } else {
+                        Err("its jobs ring is full".into())
+                    };
+                }
+            }
+        }
+        self.tx.send(wire).map_err(|e| e.to_string())?;
+        if self.jobs.try_push(TAG_VIA_CHANNEL, &[]) {
+            Ok(())
+        } else {
+            Err("its jobs ring is full".into())
         }
     }
 
@@ -50,7 +87,7 @@ impl Link {
     /// channel broke (the caller has it killed, so its collector replaces it; what was queued
     /// here is re-queued from the scheduler's record of what the worker held).
     pub(crate) fn flush(&self) -> bool {
-        let _send = self.send.lock().unwrap_or_else(|p| p.into_inner());
+        let mut buf = self.send.lock().unwrap_or_else(|p| p.into_inner());
         loop {
             let next = self
                 .outbox
@@ -67,7 +104,7 @@ impl Link {
                 } => ToWorker::Run(RunBatch::new(seq, trampoline, func, &items)),
                 Outgoing::Exit => ToWorker::Exit,
             };
-            if let Err(e) = self.tx.send(wire) {
+            if let Err(e) = self.send_one(wire, &mut buf) {
                 if !sys::has_exited(self.pid) {
                     eprintln!(
                         "poolrun: sending a task to worker {} failed ({e}); replacing the worker",

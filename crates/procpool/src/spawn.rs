@@ -20,6 +20,7 @@ use nix::unistd::Pid;
 use poolrun_core::PoolError;
 
 use crate::child::{self, WorkerSetup};
+use crate::ring::Rings;
 use crate::status::StatusPage;
 use crate::sys::{self, Forked};
 use crate::transport::{FromWorker, ToWorker};
@@ -37,6 +38,8 @@ pub(crate) struct WorkerHandle {
     pub status: Arc<StatusPage>,
     /// Closing it tells the worker the parent is gone.
     pub lifeline: Lifeline,
+    /// The shared-memory fast path (jobs and results).
+    pub rings: Rings,
 }
 
 impl fmt::Debug for WorkerHandle {
@@ -165,6 +168,7 @@ fn spawn_one(setup: &Arc<WorkerSetup>) -> Result<WorkerHandle, PoolError> {
     let (res_tx, res_rx) = ipc::channel::<FromWorker>()
         .map_err(|e| PoolError::os("socketpair (result channel)", e))?;
     let status = StatusPage::new().map_err(|e| PoolError::os("mmap (status page)", e.into()))?;
+    let rings = Rings::new().map_err(|e| PoolError::os("mmap (rings)", e.into()))?;
     let (life_r, life_w) =
         sys::lifeline().map_err(|e| PoolError::os("pipe (lifeline)", e.into()))?;
 
@@ -192,7 +196,12 @@ fn spawn_one(setup: &Arc<WorkerSetup>) -> Result<WorkerHandle, PoolError> {
             drop(res_rx);
             drop(life_w);
             IN_WORKER.store(true, Ordering::Relaxed);
-            child::child_main(parent, &foreign, setup, task_rx, res_tx, status, life_r)
+            let io = child::WorkerIo {
+                rx: task_rx,
+                tx: res_tx,
+                rings,
+            };
+            child::child_main(parent, &foreign, setup, io, status, life_r)
         }
         Ok(Forked::Parent(pid)) => {
             sys::set_group(pid);
@@ -208,6 +217,7 @@ fn spawn_one(setup: &Arc<WorkerSetup>) -> Result<WorkerHandle, PoolError> {
                 rx: res_rx,
                 status: Arc::new(status),
                 lifeline: Lifeline(Some(life_w)),
+                rings,
             })
         }
     }

@@ -197,6 +197,16 @@ pub(crate) enum ToWorker {
     Exit,
 }
 
+impl ToWorker {
+    /// True when the message carries no memfd, so it can travel through a ring.
+    pub(crate) fn ring_ok(&self) -> bool {
+        match self {
+            ToWorker::Run(b) => b.ring_ok(),
+            ToWorker::Exit => true,
+        }
+    }
+}
+
 /// One batch of items that run one function, in order.
 #[derive(Debug, Serialize, Deserialize)]
 pub(crate) struct RunBatch {
@@ -213,6 +223,11 @@ pub(crate) struct RunBatch {
 }
 
 impl RunBatch {
+    /// True when the message carries no memfd, so it can travel through a ring.
+    pub(crate) fn ring_ok(&self) -> bool {
+        matches!(self.body, Body::Inline(_)) && self.large.is_empty()
+    }
+
     /// Build the message for items `(id, argument)`.
     pub(crate) fn new(seq: u64, trampoline: usize, func: usize, args: &[(u64, Arg)]) -> Self {
         let mut p = Payloads::default();
@@ -247,6 +262,16 @@ pub(crate) enum FromWorker {
     InitFailed(String),
     /// Outcomes of finished items, in the order they ran.
     Results(Results),
+}
+
+impl FromWorker {
+    /// True when the message carries no memfd, so it can travel through a ring.
+    pub(crate) fn ring_ok(&self) -> bool {
+        match self {
+            FromWorker::Results(r) => matches!(r.body, Body::Inline(_)) && r.large.is_empty(),
+            FromWorker::Ready | FromWorker::InitFailed(_) => true,
+        }
+    }
 }
 
 /// Finished items, with their payloads.
