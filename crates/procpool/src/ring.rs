@@ -534,6 +534,24 @@ mod tests {
         consumer.join().unwrap();
     }
 
+    /// A producer killed half-way through a record (bytes written, `TAIL` not moved): the
+    /// consumer sees the records before it and never the torn one (R1, R4).
+    #[test]
+    fn a_half_written_record_is_never_seen() {
+        let r = Ring::new().unwrap();
+        assert!(r.try_push(TAG_MSG, b"whole"));
+        let c = r.core();
+        let _torn = c.stage(TAG_MSG, b"torn record").expect("room");
+        // (the producer dies here: no publish)
+        let mut out = Vec::new();
+        assert_eq!(r.pop(&mut out), Ok(TAG_MSG));
+        assert_eq!(out, b"whole");
+        assert_eq!(r.pop(&mut out), Err(PopError::Empty));
+        r.close();
+        r.wait(Duration::ZERO, Some(Duration::from_secs(5)));
+        assert_eq!(r.pop(&mut out), Err(PopError::Empty));
+    }
+
     #[test]
     fn close_wakes_a_waiting_consumer() {
         let r = std::sync::Arc::new(Ring::new().unwrap());

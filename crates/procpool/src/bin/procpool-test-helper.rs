@@ -6,6 +6,8 @@
 //! - `grandchild`: a task starts `sleep 60` with `std::process::Command` and leaves it
 //!   running; print `GRANDCHILD <pid>` and sleep; the test SIGKILLs this process and checks
 //!   that the `sleep` is gone too.
+//! - `stream`: a 2-worker pool maps a no-op over an endless input; once it flows, print
+//!   `STREAMING <pid> <pid>` and keep consuming; the test SIGKILLs this process mid-stream.
 //! - `host-threads`: run 8 host threads that print and allocate non-stop while the pool forks
 //!   and respawns workers whose tasks print too; prints `OK <n>` when every task finished.
 //! - `host-panics`: a host thread panics in a loop (default hook) while pools fork workers
@@ -83,6 +85,34 @@ fn grandchild() -> i32 {
             1
         }
     }
+}
+
+fn noop(x: u64) -> u64 {
+    x
+}
+
+fn stream() -> i32 {
+    let pool = match ProcessPool::new(PoolConfig::new().workers(2)) {
+        Ok(p) => p,
+        Err(e) => {
+            eprintln!("helper: {e}");
+            return 2;
+        }
+    };
+    let pids: Vec<String> = pool.worker_pids().iter().map(|p| p.to_string()).collect();
+    let mut said = false;
+    for (i, r) in pool.map(noop, 0u64..).enumerate() {
+        if r != Ok(i as u64) {
+            eprintln!("helper: item {i}: {r:?}");
+            return 1;
+        }
+        if i == 10_000 && !said {
+            println!("STREAMING {}", pids.join(" "));
+            let _ = std::io::stdout().flush();
+            said = true;
+        }
+    }
+    0
 }
 
 fn host_threads() -> i32 {
@@ -200,10 +230,11 @@ fn main() {
             parent_kill(n)
         }
         Some("grandchild") => grandchild(),
+        Some("stream") => stream(),
         Some("host-threads") => host_threads(),
         Some("host-panics") => host_panics(),
         _ => {
-            eprintln!("usage: procpool-test-helper parent-kill N | grandchild | host-threads | host-panics");
+            eprintln!("usage: procpool-test-helper parent-kill N | grandchild | stream | host-threads | host-panics");
             2
         }
     };
