@@ -2,8 +2,10 @@
 //! [`Executor`](poolrun_core::Executor) API as the thread pool.
 //!
 //! - Tasks travel as a plain `fn` pointer (valid in a forked child of the same image) plus a
-//!   postcard-encoded argument over `ipc-channel`; big payloads in memfds beside the
-//!   message. Results come back the same way and complete the futures in a parent thread.
+//!   postcard-encoded argument through a shared-memory ring per worker and direction (a
+//!   futex wake only when the other side sleeps); messages with big payloads (in memfds)
+//!   go over `ipc-channel`, announced in the ring. Results come back the same way and
+//!   complete the futures in a parent thread.
 //! - One scheduler owns all dispatch state; an idle worker takes back a batch handed ahead
 //!   to a busy one, so no task waits behind a long one while a worker idles.
 //! - Crash isolation: a worker that dies fails only the task it was running
@@ -17,7 +19,7 @@
 //! kind of death are in this crate's `README.md`. Files: `pool.rs` (the handle), `shared.rs` (the
 //! state the handle and the collectors share), `scheduler.rs` (dispatch, no I/O), `link.rs` (sending to one worker),
 //! `collector.rs` (one worker's life in the parent), `item.rs` (tasks and batches),
-//! `transport.rs` (messages, fn-pointer transport), `spawn.rs` (the spawner thread, fork),
+//! `transport.rs` (messages, fn-pointer transport), `ring.rs` (the shared-memory rings), `spawn.rs` (the spawner thread, fork),
 //! `child.rs` (the worker process), `status.rs` (the shared status page), `exitwatch.rs`
 //! (pidfd exit watcher), `sys.rs` (raw OS calls).
 

@@ -167,11 +167,13 @@ impl PoolShared {
         let mut futures = Vec::with_capacity(args.len());
         let mut items = VecDeque::with_capacity(args.len());
         let first = item::next_ids(args.len());
-        for (a, id) in args.into_iter().zip(first..) {
+        // Encoding (and a big argument's copy into its memfd) happens here, in the
+        // submitting thread, outside every lock; small arguments share one buffer.
+        let encoded = Arg::encode_all(&args);
+        drop(args);
+        for (arg, id) in encoded.into_iter().zip(first..) {
             let (p, fut) = task_pair::<R>(Some(Route::new(self.route.clone(), id)));
-            // Encoding (and a big argument's copy into its memfd) happens here, in the
-            // submitting thread, outside every lock.
-            match Arg::encode(&a) {
+            match arg {
                 Ok(arg) => items.push_back(Item::new(id, arg, ErasedPromise::from(p))),
                 Err(e) => p.complete(Err(e)),
             }

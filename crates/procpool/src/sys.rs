@@ -1,7 +1,8 @@
 //! The raw operating-system operations the pool needs — `fork`, the child's start-up
 //! sequence, the lifeline pipe, killing and reaping — each behind a small wrapper with its
 //! invariant written next to it. With `status.rs` (the shared status page) and
-//! `transport.rs` (the fn-pointer transport), the only modules with `unsafe`.
+//! `transport.rs` (the fn-pointer transport) and `ring.rs` (the shared-memory rings), the
+//! only modules with `unsafe`.
 //!
 //! Syscalls go through `nix` (the one process-control crate here); raw `libc` only where
 //! nix has no wrapper: resetting *every* signal disposition, real-time ones included.

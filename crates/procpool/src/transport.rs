@@ -45,42 +45,87 @@ pub(crate) const MAX_LARGE_PER_MESSAGE: usize = 32;
 /// after a worker died) and sent. Cloning it is a reference-count increment.
 #[derive(Debug, Clone)]
 pub(crate) enum Arg {
-    /// Up to [`LARGE`] bytes.
-    Small(Arc<[u8]>),
+    /// Up to [`LARGE`] bytes: `buf[start..start + len]` (the arguments of one batch share
+    /// one buffer: one allocation per batch, not per item).
+    Small {
+        buf: Arc<[u8]>,
+        start: u32,
+        len: u32,
+    },
     /// More: already in its own memfd (made by the submitting thread, outside every lock).
     Large(Arc<IpcSharedMemory>),
 }
 
 impl Arg {
-    /// Encode `value` (through a per-thread scratch buffer, so a small argument costs one
-    /// allocation: its own).
-    pub(crate) fn encode<T: Serialize>(value: &T) -> Result<Arg, TaskError> {
-        thread_local! {
-            static SCRATCH: std::cell::RefCell<Vec<u8>> = const { std::cell::RefCell::new(Vec::new()) };
-        }
-        SCRATCH.with(|s| {
-            let mut buf = std::mem::take(&mut *s.borrow_mut());
-            buf.clear();
-            let buf = codec::encode_into(value, buf)?;
-            let arg = Arg::new(&buf);
-            if buf.capacity() <= 64 * 1024 {
-                *s.borrow_mut() = buf; // keep a small scratch buffer for the next one
-            }
-            Ok(arg)
-        })
-    }
-
     pub(crate) fn new(bytes: &[u8]) -> Arg {
         if bytes.len() > LARGE {
             Arg::Large(Arc::new(IpcSharedMemory::from_bytes(bytes)))
         } else {
-            Arg::Small(Arc::from(bytes))
+            Arg::Small {
+                len: bytes.len() as u32, // ≤ LARGE
+                buf: Arc::from(bytes),
+                start: 0,
+            }
+        }
+    }
+
+    /// Encode a batch's arguments: the small ones into one shared buffer, a large one into
+    /// its own memfd; one result per value, in order.
+    pub(crate) fn encode_all<T: Serialize>(values: &[T]) -> Vec<Result<Arg, TaskError>> {
+        enum Spot {
+            Small(u32, u32),
+            Large(Arg),
+            Failed(TaskError),
+        }
+        let mut buf = Vec::new();
+        let mut one = Vec::new();
+        let spots: Vec<Spot> = values
+            .iter()
+            .map(|v| {
+                one.clear();
+                match codec::encode_into(v, std::mem::take(&mut one)) {
+                    Ok(b) => {
+                        one = b;
+                        if one.len() > LARGE {
+                            Spot::Large(Arg::new(&one))
+                        } else {
+                            let start = buf.len() as u32; // batches are far below 4 GiB
+                            buf.extend_from_slice(&one);
+                            Spot::Small(start, one.len() as u32)
+                        }
+                    }
+                    Err(e) => Spot::Failed(e),
+                }
+            })
+            .collect();
+        let shared: Arc<[u8]> = Arc::from(buf);
+        spots
+            .into_iter()
+            .map(|s| match s {
+                Spot::Small(start, len) => Ok(Arg::Small {
+                    buf: shared.clone(),
+                    start,
+                    len,
+                }),
+                Spot::Large(a) => Ok(a),
+                Spot::Failed(e) => Err(e),
+            })
+            .collect()
+    }
+
+    /// The encoded bytes of a small argument (`None` for a large one).
+    pub(crate) fn small_bytes(&self) -> Option<&[u8]> {
+        match self {
+            Arg::Small { buf, start, len } => {
+                buf.get(*start as usize..(*start as usize).checked_add(*len as usize)?)
+            }
+            Arg::Large(_) => None,
         }
     }
 
     pub(crate) fn len(&self) -> usize {
         match self {
-            Arg::Small(b) => b.len(),
+            Arg::Small { len, .. } => *len as usize,
             Arg::Large(m) => m.len(),
         }
     }
@@ -235,7 +280,7 @@ impl RunBatch {
             .iter()
             .map(|(id, a)| {
                 let d = match a {
-                    Arg::Small(b) => p.push(b),
+                    Arg::Small { .. } => p.push(a.small_bytes().unwrap_or(&[])),
                     Arg::Large(m) => p.push_large(IpcSharedMemory::clone(m)),
                 };
                 (*id, d)
