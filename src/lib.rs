@@ -96,6 +96,13 @@ impl Dispatch for Pool {
     fn map_window(&self) -> usize {
         delegate!(self, p => p.map_window())
     }
+
+    fn chunk_submitter<A: Payload, R: Payload>(
+        &self,
+        f: fn(A) -> R,
+    ) -> Option<poolrun_core::backend::ChunkSubmit<A, R>> {
+        delegate!(self, p => p.chunk_submitter(f))
+    }
 }
 
 impl Executor for Pool {

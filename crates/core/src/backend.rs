@@ -7,8 +7,9 @@
 //! `TaskFuture::kill`, and running tasks on a worker through [`WorkerRuntime`].
 
 pub use crate::config::Initializer;
+pub use crate::future::ChunkState;
 pub use crate::future::{task_pair, ErasedPromise, KillRoute, Promise, Route};
-pub use crate::map::{ChunkSource, IterSource};
+pub use crate::map::{ChunkSource, ChunkSubmit, IterSource, Submitted};
 pub use crate::runtime::{
     describe_exit, panic_message, run_caught, signal_name, Caught, InitReport, RunWord, ThreadKey,
     ThreadSet, WorkerRuntime, KILL_BIT,
@@ -28,6 +29,14 @@ pub trait Dispatch {
 
     /// How many chunks `map` keeps in flight.
     fn map_window(&self) -> usize;
+
+    /// The pool's submitter of map chunks with one completion record per chunk (see
+    /// [`ChunkState`]), if it has one; `map` then uses it for chunks of more than one
+    /// input. Each input must still be its own task (own id, start, cancel, crash
+    /// attribution), completed through its slot.
+    fn chunk_submitter<A: Payload, R: Payload>(&self, _f: fn(A) -> R) -> Option<ChunkSubmit<A, R>> {
+        None
+    }
 }
 
 /// How many chunks a pool with `workers` workers keeps in flight for `map`: enough that no

@@ -35,7 +35,8 @@ pub trait Executor: Dispatch + Send + Sync {
         I: IntoIterator<Item = A>,
         I::IntoIter: Send + 'static,
     {
-        let src = IterSource::new(args.into_iter(), self.batch_submitter(f));
+        let src = IterSource::new(args.into_iter(), self.batch_submitter(f))
+            .with_chunks(self.chunk_submitter(f));
         MapIter::new(Box::new(src), self.map_window()).for_workers(self.workers())
     }
 
@@ -47,7 +48,8 @@ pub trait Executor: Dispatch + Send + Sync {
         I: IntoIterator<Item = A>,
         I::IntoIter: Send + 'static,
     {
-        let src = IterSource::new(args.into_iter(), self.batch_submitter(f));
+        let src = IterSource::new(args.into_iter(), self.batch_submitter(f))
+            .with_chunks(self.chunk_submitter(f));
         MapUnordered::new(Box::new(src), self.map_window()).for_workers(self.workers())
     }
 

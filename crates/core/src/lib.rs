@@ -25,6 +25,7 @@ mod executor;
 mod future;
 pub mod gil;
 mod map;
+mod map_entry;
 mod runtime;
 pub mod shm;
 pub mod sync;

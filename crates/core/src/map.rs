@@ -13,7 +13,9 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use crate::chunking::AutoChunk;
-use crate::future::DoneSink;
+use crate::future::{ChunkState, DoneSink};
+use crate::map_entry::Entry;
+pub use crate::map_entry::Submitted;
 use crate::wait::DoneQueue;
 use crate::{Deadline, TaskError, TaskFuture};
 
@@ -22,7 +24,7 @@ use crate::{Deadline, TaskError, TaskFuture};
 /// exhausted.
 pub trait ChunkSource<R>: Send {
     /// Pull and submit up to `n` inputs.
-    fn next_chunk(&mut self, n: usize) -> Vec<TaskFuture<R>>;
+    fn next_chunk(&mut self, n: usize) -> Submitted<R>;
 
     /// How many inputs remain, when the source knows (for automatic chunk sizes).
     fn remaining_hint(&self) -> Option<usize> {
@@ -30,13 +32,19 @@ pub trait ChunkSource<R>: Send {
     }
 }
 
-/// A [`ChunkSource`] over an iterator and a batch-submit function.
-pub struct IterSource<I, S> {
+/// A pool's "submit this chunk of inputs with one completion record" function (see
+/// `future/chunk.rs`).
+pub type ChunkSubmit<A, R> = Box<dyn FnMut(Vec<A>) -> Arc<ChunkState<R>> + Send>;
+
+/// A [`ChunkSource`] over an iterator and a batch-submit function (and, when the pool has
+/// one, a chunk-record submit function for chunks of more than one input).
+pub struct IterSource<I, S, A, R> {
     iter: Option<I>,
     submit_batch: S,
+    submit_chunk: Option<ChunkSubmit<A, R>>,
 }
 
-impl<I, S> fmt::Debug for IterSource<I, S> {
+impl<I, S, A, R> fmt::Debug for IterSource<I, S, A, R> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("IterSource")
             .field("exhausted", &self.iter.is_none())
@@ -44,33 +52,43 @@ impl<I, S> fmt::Debug for IterSource<I, S> {
     }
 }
 
-impl<I, S> IterSource<I, S> {
+impl<I, S, A, R> IterSource<I, S, A, R> {
     /// Pull from `iter`, submit through `submit_batch`.
     pub fn new(iter: I, submit_batch: S) -> Self {
         IterSource {
             iter: Some(iter),
             submit_batch,
+            submit_chunk: None,
         }
+    }
+
+    /// Submit chunks of more than one input through `submit_chunk` (one record per chunk).
+    pub fn with_chunks(mut self, submit_chunk: Option<ChunkSubmit<A, R>>) -> Self {
+        self.submit_chunk = submit_chunk;
+        self
     }
 }
 
-impl<A, R, I, S> ChunkSource<R> for IterSource<I, S>
+impl<A, R, I, S> ChunkSource<R> for IterSource<I, S, A, R>
 where
     I: Iterator<Item = A> + Send,
     S: FnMut(Vec<A>) -> Vec<TaskFuture<R>> + Send,
 {
-    fn next_chunk(&mut self, n: usize) -> Vec<TaskFuture<R>> {
+    fn next_chunk(&mut self, n: usize) -> Submitted<R> {
         let Some(it) = self.iter.as_mut() else {
-            return Vec::new();
+            return Submitted::Futures(Vec::new());
         };
         let items: Vec<A> = it.take(n).collect();
         if items.len() < n {
             self.iter = None; // exhausted; never poll a fused-or-not iterator again
         }
         if items.is_empty() {
-            return Vec::new();
+            return Submitted::Futures(Vec::new());
         }
-        (self.submit_batch)(items)
+        match self.submit_chunk.as_mut() {
+            Some(chunk) if items.len() > 1 => Submitted::Chunk(chunk(items)),
+            _ => Submitted::Futures((self.submit_batch)(items)),
+        }
     }
 
     fn remaining_hint(&self) -> Option<usize> {
@@ -140,7 +158,7 @@ impl<R> Window<R> {
     }
 
     /// Submit one more chunk; false once the input is exhausted.
-    fn pull(&mut self) -> Option<Vec<TaskFuture<R>>> {
+    fn pull(&mut self) -> Option<Submitted<R>> {
         let src = self.source.as_mut()?;
         let chunk = src.next_chunk(self.chunksize);
         if chunk.is_empty() {
@@ -158,7 +176,7 @@ impl<R> Window<R> {
 /// first `next()`. Dropping it cancels the tasks it submitted that have not started.
 pub struct MapIter<R> {
     w: Window<R>,
-    in_flight: VecDeque<TaskFuture<R>>,
+    in_flight: VecDeque<Entry<R>>,
     timed_out: bool,
 }
 
@@ -218,7 +236,7 @@ impl<R> MapIter<R> {
         self.w.resize();
         while !self.timed_out && self.in_flight.len() < self.w.capacity() {
             match self.w.pull() {
-                Some(chunk) => self.in_flight.extend(chunk),
+                Some(chunk) => self.in_flight.extend(chunk.into_entries()),
                 None => break,
             }
         }
@@ -240,21 +258,12 @@ impl<R> Iterator for MapIter<R> {
         // `WaitTimeout` (those not started are cancelled); no more inputs are pulled.
         self.timed_out = true;
         for g in self.in_flight.iter_mut() {
-            expire(g);
+            g.expire();
         }
         let mut f = f;
-        expire(&mut f);
+        f.expire();
         self.w.source = None;
         Some(f.result())
-    }
-}
-
-/// At a map's deadline: a future not done yet is cancelled (if it has not started) and
-/// replaced by one that yields `WaitTimeout`; a done one keeps its outcome.
-fn expire<R>(f: &mut TaskFuture<R>) {
-    if !f.done() {
-        f.cancel();
-        *f = TaskFuture::ready(Err(TaskError::WaitTimeout));
     }
 }
 
@@ -280,7 +289,7 @@ impl<R> fmt::Debug for MapIter<R> {
 /// order, with the same window, chunksize and timeout rules as [`MapIter`].
 pub struct MapUnordered<R> {
     w: Window<R>,
-    in_flight: HashMap<usize, TaskFuture<R>>,
+    in_flight: HashMap<usize, Entry<R>>,
     next_index: usize,
     queue: Arc<DoneQueue>,
     sink: Arc<dyn DoneSink>,
@@ -339,11 +348,20 @@ impl<R> MapUnordered<R> {
         while !self.timed_out && self.in_flight.len() < self.w.capacity() {
             match self.w.pull() {
                 Some(chunk) => {
-                    for f in chunk {
+                    let base = self.next_index;
+                    let record = match &chunk {
+                        Submitted::Chunk(c) => Some(c.clone()),
+                        Submitted::Futures(_) => None,
+                    };
+                    for f in chunk.into_entries() {
                         let i = self.next_index;
                         self.next_index += 1;
                         f.watch(&self.sink, i);
                         self.in_flight.insert(i, f);
+                    }
+                    // (after the entries exist: a slot done already is reported at once)
+                    if let Some(c) = record {
+                        c.watch(&self.sink, base);
                     }
                 }
                 None => break,
@@ -374,7 +392,7 @@ impl<R> Iterator for MapUnordered<R> {
                     self.timed_out = true;
                     for f in self.in_flight.values_mut() {
                         f.unwatch(&self.sink);
-                        expire(f);
+                        f.expire();
                     }
                     self.w.source = None;
                 }
@@ -424,7 +442,7 @@ mod tests {
     }
 
     impl ChunkSource<usize> for Counting {
-        fn next_chunk(&mut self, n: usize) -> Vec<TaskFuture<usize>> {
+        fn next_chunk(&mut self, n: usize) -> Submitted<usize> {
             let mut out = Vec::new();
             while out.len() < n && self.next < self.total {
                 let (p, f) = task_pair(None);
@@ -438,8 +456,73 @@ mod tests {
                 self.next += 1;
             }
             self.pulled.store(self.next, Ordering::SeqCst);
-            out
+            Submitted::Futures(out)
         }
+    }
+
+    /// A source that submits each chunk as one completion record; slots from `stall_from`
+    /// on start and never finish, the others complete with their input index.
+    struct Records {
+        next: usize,
+        total: usize,
+        stall_from: usize,
+    }
+
+    impl ChunkSource<usize> for Records {
+        fn next_chunk(&mut self, n: usize) -> Submitted<usize> {
+            let k = n.min(self.total - self.next);
+            let c = ChunkState::new(k);
+            for i in 0..k {
+                if self.next + i < self.stall_from {
+                    c.complete(i, Ok(self.next + i));
+                } else {
+                    assert!(c.start(i));
+                }
+            }
+            self.next += k;
+            Submitted::Chunk(c)
+        }
+    }
+
+    #[test]
+    fn chunk_records_yield_every_item_in_order_and_expire_per_item() {
+        let src = Box::new(Records {
+            next: 0,
+            total: 100,
+            stall_from: usize::MAX,
+        });
+        let v: Vec<usize> = MapIter::new(src, 4)
+            .chunksize(7)
+            .map(|r| r.unwrap())
+            .collect();
+        assert_eq!(v, (0..100).collect::<Vec<_>>());
+        let src = Box::new(Records {
+            next: 0,
+            total: 50,
+            stall_from: usize::MAX,
+        });
+        let mut got: Vec<usize> = MapUnordered::new(src, 4)
+            .chunksize(7)
+            .map(|(i, r)| {
+                assert_eq!(r, Ok(i));
+                i
+            })
+            .collect();
+        got.sort();
+        assert_eq!(got, (0..50).collect::<Vec<_>>());
+        // Items 10.. never finish: they yield WaitTimeout at the deadline, one each.
+        let src = Box::new(Records {
+            next: 0,
+            total: 20,
+            stall_from: 10,
+        });
+        let out: Vec<_> = MapIter::new(src, 4)
+            .chunksize(4)
+            .timeout(Duration::from_millis(50))
+            .collect();
+        assert_eq!(out.len(), 20);
+        assert!(out[..10].iter().enumerate().all(|(i, r)| *r == Ok(i)));
+        assert!(out[10..].iter().all(|r| *r == Err(TaskError::WaitTimeout)));
     }
 
     thread_local! {

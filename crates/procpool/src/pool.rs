@@ -5,7 +5,7 @@ use std::fmt;
 use std::sync::Arc;
 use std::time::Duration;
 
-use poolrun_core::backend::{default_window, BatchSubmit, Dispatch, Stop};
+use poolrun_core::backend::{default_window, BatchSubmit, ChunkSubmit, Dispatch, Stop};
 use poolrun_core::{
     Deadline, Executor, Mode, Payload, PoolConfig, PoolError, TaskError, TaskFuture,
 };
@@ -208,6 +208,12 @@ impl Dispatch for ProcessPool {
     /// consumer's wake-ups. Still a fixed bound: an endless input runs in bounded memory.
     fn map_window(&self) -> usize {
         default_window(self.workers).max(16)
+    }
+
+    /// Map chunks complete one record per chunk, not one future per item.
+    fn chunk_submitter<A: Payload, R: Payload>(&self, f: fn(A) -> R) -> Option<ChunkSubmit<A, R>> {
+        let shared = self.shared.clone();
+        Some(Box::new(move |items| shared.submit_chunk(f, items)))
     }
 }
 

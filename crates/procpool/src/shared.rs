@@ -9,7 +9,7 @@ use std::sync::{Arc, Mutex, MutexGuard, Weak};
 use std::time::Duration;
 
 use poolrun_core::backend::{
-    task_pair, ErasedPromise, InitReport, KillRoute, Route, Stop, ThreadSet,
+    task_pair, ChunkState, ErasedPromise, InitReport, KillRoute, Route, Stop, ThreadSet,
 };
 use poolrun_core::{Payload, TaskError, TaskFuture};
 
@@ -163,24 +163,54 @@ impl PoolShared {
         f: fn(A) -> R,
         args: Vec<A>,
     ) -> Vec<TaskFuture<R>> {
-        let (trampoline, func) = transport::task_addrs(f);
         let mut futures = Vec::with_capacity(args.len());
+        self.submit_items(f, args, |id| {
+            let (p, fut) = task_pair::<R>(Some(Route::new(self.route.clone(), id)));
+            futures.push(fut);
+            ErasedPromise::from(p)
+        });
+        futures
+    }
+
+    /// Queue one `map` chunk of `f` over `args` with one completion record: each argument
+    /// is still its own item (own id, start, cancel, requeue, crash attribution),
+    /// completed through its slot.
+    pub(crate) fn submit_chunk<A: Payload, R: Payload>(
+        &self,
+        f: fn(A) -> R,
+        args: Vec<A>,
+    ) -> Arc<ChunkState<R>> {
+        let chunk = ChunkState::new(args.len());
+        let mut slot = 0;
+        self.submit_items(f, args, |_| {
+            slot += 1;
+            ErasedPromise::slot(&chunk, slot - 1)
+        });
+        chunk
+    }
+
+    /// Encode `args` (outside every lock; small ones share one buffer), give each item the
+    /// promise `promise(id)` makes, and queue them as one batch. An argument that fails to
+    /// encode completes its promise with the error.
+    fn submit_items<A: Payload, R: Payload>(
+        &self,
+        f: fn(A) -> R,
+        args: Vec<A>,
+        mut promise: impl FnMut(u64) -> ErasedPromise,
+    ) {
+        let (trampoline, func) = transport::task_addrs(f);
         let mut items = VecDeque::with_capacity(args.len());
         let first = item::next_ids(args.len());
-        // Encoding (and a big argument's copy into its memfd) happens here, in the
-        // submitting thread, outside every lock; small arguments share one buffer.
         let encoded = Arg::encode_all(&args);
         drop(args);
         for (arg, id) in encoded.into_iter().zip(first..) {
-            let (p, fut) = task_pair::<R>(Some(Route::new(self.route.clone(), id)));
+            let p = promise(id);
             match arg {
-                Ok(arg) => items.push_back(Item::new(id, arg, ErasedPromise::from(p))),
-                Err(e) => p.complete(Err(e)),
+                Ok(arg) => items.push_back(Item::new(id, arg, p)),
+                Err(e) => p.fail(e),
             }
-            futures.push(fut);
         }
         self.push_batch(trampoline, func, items);
-        futures
     }
 
     /// Queue one batch of already-encoded arguments for the task at `(trampoline, func)`

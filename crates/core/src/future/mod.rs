@@ -12,6 +12,7 @@
 //!   held, so it may block, submit work or panic freely;
 //! - [`TaskFuture::kill`] also stops a *running* task (pebble's `cancel()`; CPython cannot).
 
+mod chunk;
 mod promise;
 mod state;
 
@@ -22,6 +23,7 @@ use std::time::Duration;
 
 use crate::{gil, Deadline, TaskError};
 
+pub use chunk::ChunkState;
 pub use promise::{task_pair, ErasedPromise, Promise};
 pub(crate) use state::DoneSink;
 use state::{run_callback, FutureState, CANCELLED, COMPLETING, FINISHED, PENDING, RUNNING};

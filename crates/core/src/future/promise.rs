@@ -10,6 +10,7 @@ use std::sync::Arc;
 
 use serde::de::DeserializeOwned;
 
+use super::chunk::ChunkState;
 use super::state::{FutureState, Route};
 use super::TaskFuture;
 use crate::{codec, TaskError};
@@ -73,36 +74,58 @@ impl<R> fmt::Debug for Promise<R> {
     }
 }
 
-/// What [`ErasedPromise`] needs of a future's state, whatever its value type.
+/// What [`ErasedPromise`] needs of a future's state, whatever its value type. `slot` is
+/// the item's slot in a chunk record; single futures ignore it.
 trait EncodedState: Send + Sync {
-    fn start(&self) -> bool;
-    fn is_done(&self) -> bool;
-    fn cancel(&self) -> bool;
-    fn complete_encoded(&self, bytes: &[u8]);
-    fn fail(&self, err: TaskError);
-    fn abandon(&self);
+    fn start(&self, slot: usize) -> bool;
+    fn is_done(&self, slot: usize) -> bool;
+    fn cancel(&self, slot: usize) -> bool;
+    fn complete_encoded(&self, slot: usize, bytes: &[u8]);
+    fn fail(&self, slot: usize, err: TaskError);
+    fn abandon(&self, slot: usize);
 }
 
 impl<R: DeserializeOwned + Send + 'static> EncodedState for FutureState<R> {
-    fn start(&self) -> bool {
+    fn start(&self, _: usize) -> bool {
         FutureState::start(self)
     }
-    fn is_done(&self) -> bool {
+    fn is_done(&self, _: usize) -> bool {
         FutureState::is_done(self)
     }
-    fn cancel(&self) -> bool {
+    fn cancel(&self, _: usize) -> bool {
         FutureState::cancel(self)
     }
-    fn complete_encoded(&self, bytes: &[u8]) {
+    fn complete_encoded(&self, _: usize, bytes: &[u8]) {
         // `codec::decode` turns a panicking `Deserialize` into `Codec` too: a user type's
         // decoder can never take down the thread that completes futures.
         self.complete(codec::decode::<R>(bytes));
     }
-    fn fail(&self, err: TaskError) {
+    fn fail(&self, _: usize, err: TaskError) {
         self.complete(Err(err));
     }
-    fn abandon(&self) {
+    fn abandon(&self, _: usize) {
         FutureState::abandon(self)
+    }
+}
+
+impl<R: DeserializeOwned + Send + 'static> EncodedState for ChunkState<R> {
+    fn start(&self, slot: usize) -> bool {
+        ChunkState::start(self, slot)
+    }
+    fn is_done(&self, slot: usize) -> bool {
+        ChunkState::is_done(self, slot)
+    }
+    fn cancel(&self, slot: usize) -> bool {
+        ChunkState::cancel(self, slot)
+    }
+    fn complete_encoded(&self, slot: usize, bytes: &[u8]) {
+        ChunkState::complete_encoded(self, slot, bytes)
+    }
+    fn fail(&self, slot: usize, err: TaskError) {
+        self.complete(slot, Err(err));
+    }
+    fn abandon(&self, slot: usize) {
+        ChunkState::abandon(self, slot)
     }
 }
 
@@ -113,12 +136,15 @@ impl<R: DeserializeOwned + Send + 'static> EncodedState for FutureState<R> {
 /// future.
 pub struct ErasedPromise {
     state: Option<Arc<dyn EncodedState>>,
+    /// The item's slot when `state` is a chunk record.
+    slot: usize,
 }
 
 impl<R: DeserializeOwned + Send + 'static> From<Promise<R>> for ErasedPromise {
     fn from(mut p: Promise<R>) -> Self {
         ErasedPromise {
             state: p.state.take().map(|s| s as Arc<dyn EncodedState>),
+            slot: 0,
         }
     }
 }
@@ -127,22 +153,22 @@ impl<R: DeserializeOwned + Send + 'static> From<Promise<R>> for ErasedPromise {
 struct RawBytes(Arc<FutureState<Vec<u8>>>);
 
 impl EncodedState for RawBytes {
-    fn start(&self) -> bool {
+    fn start(&self, _: usize) -> bool {
         self.0.start()
     }
-    fn is_done(&self) -> bool {
+    fn is_done(&self, _: usize) -> bool {
         self.0.is_done()
     }
-    fn cancel(&self) -> bool {
+    fn cancel(&self, _: usize) -> bool {
         self.0.cancel()
     }
-    fn complete_encoded(&self, bytes: &[u8]) {
+    fn complete_encoded(&self, _: usize, bytes: &[u8]) {
         self.0.complete(Ok(bytes.to_vec()));
     }
-    fn fail(&self, err: TaskError) {
+    fn fail(&self, _: usize, err: TaskError) {
         self.0.complete(Err(err));
     }
-    fn abandon(&self) {
+    fn abandon(&self, _: usize) {
         self.0.abandon()
     }
 }
@@ -156,36 +182,49 @@ impl ErasedPromise {
                 .state
                 .take()
                 .map(|s| Arc::new(RawBytes(s)) as Arc<dyn EncodedState>),
+            slot: 0,
+        }
+    }
+
+    /// The promise of slot `slot` of a chunk record (`map` chunks: one record, not one
+    /// future, per chunk).
+    pub fn slot<R: DeserializeOwned + Send + 'static>(
+        chunk: &Arc<ChunkState<R>>,
+        slot: usize,
+    ) -> ErasedPromise {
+        ErasedPromise {
+            state: Some(chunk.clone() as Arc<dyn EncodedState>),
+            slot,
         }
     }
 
     /// See [`Promise::start`].
     pub fn start(&self) -> bool {
-        self.state.as_ref().is_some_and(|s| s.start())
+        self.state.as_ref().is_some_and(|s| s.start(self.slot))
     }
 
     /// See [`Promise::is_done`].
     pub fn is_done(&self) -> bool {
-        self.state.as_ref().is_none_or(|s| s.is_done())
+        self.state.as_ref().is_none_or(|s| s.is_done(self.slot))
     }
 
     /// See [`Promise::cancel`].
     pub fn cancel(&self) -> bool {
-        self.state.as_ref().is_some_and(|s| s.cancel())
+        self.state.as_ref().is_some_and(|s| s.cancel(self.slot))
     }
 
     /// Decode `bytes` as the task's value and complete; a decode failure (or a panicking
     /// `Deserialize`) completes with [`TaskError::Codec`].
     pub fn complete_encoded(mut self, bytes: &[u8]) {
         if let Some(s) = self.state.take() {
-            s.complete_encoded(bytes);
+            s.complete_encoded(self.slot, bytes);
         }
     }
 
     /// Complete with an error.
     pub fn fail(mut self, err: TaskError) {
         if let Some(s) = self.state.take() {
-            s.fail(err);
+            s.fail(self.slot, err);
         }
     }
 }
@@ -193,7 +232,7 @@ impl ErasedPromise {
 impl Drop for ErasedPromise {
     fn drop(&mut self) {
         if let Some(s) = self.state.take() {
-            s.abandon();
+            s.abandon(self.slot);
         }
     }
 }
