@@ -42,11 +42,26 @@ struct JsonLine<'a> {
 
 /// Escape control characters so `s` stays on one line and its tabs cannot be confused with
 /// the separator.
+#[cfg(test)]
 pub(crate) fn escape_line(s: &str, max_chars: Option<usize>) -> String {
     let mut out = String::with_capacity(s.len());
+    escape_into(&mut out, s, max_chars);
+    out
+}
+
+/// [`escape_line`], appended to `out`.
+fn escape_into(out: &mut String, s: &str, max_chars: Option<usize>) {
+    use std::fmt::Write as _;
+    if max_chars.is_none_or(|m| s.len() <= m)
+        && !s.bytes().any(|b| b.is_ascii_control() || b == b'\\')
+        && s.is_ascii()
+    {
+        out.push_str(s); // the common case: nothing to escape
+        return;
+    }
     for (n, c) in s.chars().enumerate() {
         if max_chars.is_some_and(|m| n >= m) {
-            out.push_str(&format!("… ({} bytes)", s.len()));
+            let _ = write!(out, "… ({} bytes)", s.len());
             break;
         }
         match c {
@@ -54,22 +69,43 @@ pub(crate) fn escape_line(s: &str, max_chars: Option<usize>) -> String {
             '\r' => out.push_str("\\r"),
             '\t' => out.push_str("\\t"),
             '\\' => out.push_str("\\\\"),
-            c if c.is_control() => out.push_str(&c.escape_unicode().to_string()),
+            c if c.is_control() => {
+                let _ = write!(out, "{}", c.escape_unicode());
+            }
             c => out.push(c),
         }
     }
-    out
+}
+
+/// Append one outcome's line (with its newline) to `out`.
+pub(crate) fn push_line(out: &mut String, o: &Record, format: OutputFormat) {
+    match format {
+        OutputFormat::Text => {
+            escape_into(out, &o.input, Some(200));
+            match &o.result {
+                Ok(v) => {
+                    out.push('\t');
+                    escape_into(out, v, None);
+                }
+                Err(e) => {
+                    out.push_str("\tERROR: ");
+                    escape_into(out, e, None);
+                }
+            }
+        }
+        OutputFormat::Json => out.push_str(&format_line(o, format)),
+    }
+    out.push('\n');
 }
 
 /// OutputFormat one outcome as a line (without the newline).
 pub(crate) fn format_line(o: &Record, format: OutputFormat) -> String {
     match format {
         OutputFormat::Text => {
-            let input = escape_line(&o.input, Some(200));
-            match &o.result {
-                Ok(out) => format!("{input}\t{}", escape_line(out, None)),
-                Err(e) => format!("{input}\tERROR: {}", escape_line(e, None)),
-            }
+            let mut s = String::new();
+            push_line(&mut s, o, format);
+            s.pop();
+            s
         }
         OutputFormat::Json => {
             let worker = match &o.worker {

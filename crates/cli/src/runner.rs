@@ -21,7 +21,7 @@ use poolrun::{Executor, Pool, TaskError, TaskFuture};
 use crate::batch::{ChunkRule, MAX_CHUNK};
 use crate::exec;
 use crate::input::{spawn_stdin_reader, StdinItem};
-use crate::output::{format_line, print_block, Progress, Record};
+use crate::output::{print_block, push_line, Progress, Record};
 use crate::plan::{InputSpec, RunPlan};
 use crate::registry::{run_one, Req, TaskOutput, Worker};
 use crate::signals::{self, SignalWatch};
@@ -238,8 +238,7 @@ pub(crate) fn run(plan: RunPlan) -> i32 {
                 counts.failed += 1;
             }
             progress.finished_one(counts.failed);
-            block.push_str(&format_line(&outcome, plan.format));
-            block.push('\n');
+            push_line(&mut block, &outcome, plan.format);
         }
         if !block.is_empty() && progress.suspend(|| print_block(&block)).is_err() {
             return Err(());
