@@ -211,7 +211,7 @@ impl<T: Plain> Serialize for SharedArray<T> {
 
 impl<'de, T: Plain> Deserialize<'de> for SharedArray<T> {
     fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-        let map = Mapping::deserialize_handle(d, SegmentKind::Array, Self::ELEM as u32)?;
+        let map = super::receive(d, SegmentKind::Array, Self::ELEM as u32)?;
         let len = map.data_len().checked_div(Self::ELEM).unwrap_or(0);
         Ok(SharedArray {
             map,

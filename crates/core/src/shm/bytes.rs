@@ -79,7 +79,7 @@ impl Serialize for SharedBytes {
 
 impl<'de> Deserialize<'de> for SharedBytes {
     fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-        let map = Mapping::deserialize_handle(d, SegmentKind::Bytes, 1)?;
+        let map = super::receive(d, SegmentKind::Bytes, 1)?;
         Ok(SharedBytes { map })
     }
 }

@@ -29,29 +29,19 @@ use std::sync::atomic::{AtomicU32, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
-use super::forksafe::{ForkGuard, ForkSafeMutex};
-use super::segment::Mapping;
+use super::forksafe::ForkGuard;
+use super::segment::{Cached as Entry, Mapping, RECEIVED};
 
 /// Most segments kept (C3).
 pub(crate) const MAX_ENTRIES: usize = 32;
 /// How often the sweeper checks for released segments (C2).
 pub(crate) const SWEEP_EVERY: Duration = Duration::from_millis(20);
 
-pub(crate) struct Entry {
-    map: Arc<Mapping>,
-    /// The process that cached it (C4).
-    pid: u32,
-    /// Insertion tick (C3).
-    used: u64,
-}
-
-/// The cache (registered with the fork handlers in `segment.rs`).
-pub(crate) static CACHE: ForkSafeMutex<Vec<Entry>> = ForkSafeMutex::new(Vec::new());
 /// pid of the process whose sweeper runs (0: none).
 static SWEEPER_PID: AtomicU32 = AtomicU32::new(0);
 
 fn cache() -> ForkGuard<'static, Vec<Entry>> {
-    CACHE.lock()
+    RECEIVED.lock()
 }
 
 /// Keep `m` (just received) mapped after its last handle in this process is gone. Called

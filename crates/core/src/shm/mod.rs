@@ -128,6 +128,18 @@ pub(crate) fn take_handle_error() -> Option<HandleError> {
     LAST_HANDLE_ERROR.with(|c| c.borrow_mut().take())
 }
 
+/// Decode a handle of `kind` (the `Deserialize` of every handle type) and keep its mapping
+/// for a repeat hand-off (`cache.rs`).
+pub(crate) fn receive<'de, D: serde::Deserializer<'de>>(
+    d: D,
+    kind: segment::SegmentKind,
+    elem_size: u32,
+) -> Result<std::sync::Arc<segment::Mapping>, D::Error> {
+    let m = segment::Mapping::deserialize_handle(d, kind, elem_size)?;
+    cache::keep(&m);
+    Ok(m)
+}
+
 /// Number of segments this process keeps alive only because a handle to them was sent and
 /// not yet received (see README, "Lifetime"). For tests and diagnostics.
 pub fn pinned_segments() -> usize {

@@ -198,9 +198,21 @@ type MappingTable = Option<HashMap<u64, Weak<Mapping>>>;
 static REGISTRY: ForkSafeMutex<MappingTable> = ForkSafeMutex::new(None);
 /// Segments pinned until a receiver attached.
 static PINS: ForkSafeMutex<Vec<Pin>> = ForkSafeMutex::new(Vec::new());
+/// The receiver's mapping cache (its rules are in `cache.rs`; the list lives here so the
+/// fork handlers take it with the registry and the pins, in that order).
+pub(crate) static RECEIVED: ForkSafeMutex<Vec<Cached>> = ForkSafeMutex::new(Vec::new());
+
+/// One entry of [`RECEIVED`].
+pub(crate) struct Cached {
+    pub map: Arc<Mapping>,
+    /// The process that cached it.
+    pub pid: u32,
+    /// Insertion tick (least recently received goes first).
+    pub used: u64,
+}
 
 fn lock_registry() -> MapGuard {
-    static LOCKS: [&(dyn ForkLock + Sync); 3] = [&REGISTRY, &PINS, &super::cache::CACHE];
+    static LOCKS: [&(dyn ForkLock + Sync); 3] = [&REGISTRY, &PINS, &RECEIVED];
     forksafe::register(&LOCKS);
     MapGuard(REGISTRY.lock())
 }
@@ -477,7 +489,6 @@ impl Mapping {
         // re-decoding the same bytes) must not wrap the count.
         let p = &m.header().pending;
         let _ = p.fetch_update(Ordering::AcqRel, Ordering::Acquire, |v| v.checked_sub(1));
-        super::cache::keep(&m);
         Ok(m)
     }
 

@@ -119,7 +119,7 @@ macro_rules! handle_impls {
         }
         impl<'de> serde::Deserialize<'de> for $ty {
             fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-                let map = crate::shm::segment::Mapping::deserialize_handle(d, $kind, 0)?;
+                let map = crate::shm::receive(d, $kind, 0)?;
                 Ok($ty { map })
             }
         }
