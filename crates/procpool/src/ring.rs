@@ -52,13 +52,11 @@
 
 #![allow(unsafe_code)]
 
-use std::num::NonZeroUsize;
 use std::ptr::NonNull;
 use std::sync::atomic::{AtomicU32, AtomicU64, Ordering::SeqCst};
 use std::time::{Duration, Instant};
 
-use nix::errno::Errno;
-use nix::sys::mman::{mmap_anonymous, munmap, MapFlags, ProtFlags};
+use nix::sys::mman::munmap;
 
 /// Bytes of records per ring (a power of two).
 pub(crate) const CAP: usize = 256 * 1024;
@@ -303,17 +301,8 @@ unsafe impl Sync for Ring {}
 impl Ring {
     /// Map a fresh, zeroed ring.
     pub(crate) fn new() -> nix::Result<Ring> {
-        let len = NonZeroUsize::new(PAGE + CAP).ok_or(Errno::EINVAL)?;
-        // SAFETY: an anonymous mapping at a kernel-chosen address aliases no Rust object; we
-        // own it until `Drop` unmaps it (G1).
-        let p = unsafe {
-            mmap_anonymous(
-                None,
-                len,
-                ProtFlags::PROT_READ | ProtFlags::PROT_WRITE,
-                MapFlags::MAP_SHARED,
-            )?
-        };
+        // We own the mapping until `Drop` unmaps it (G1).
+        let p = crate::sys::map_shared(PAGE + CAP)?;
         Ok(Ring { ptr: p.cast() })
     }
 

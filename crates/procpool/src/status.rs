@@ -36,12 +36,10 @@
 
 #![allow(unsafe_code)]
 
-use std::num::NonZeroUsize;
 use std::ptr::NonNull;
 use std::sync::atomic::{AtomicU64, Ordering};
 
-use nix::errno::Errno;
-use nix::sys::mman::{mmap_anonymous, munmap, MapFlags, ProtFlags};
+use nix::sys::mman::munmap;
 use poolrun_core::backend::RunWord;
 
 use crate::sys::now_ns;
@@ -77,17 +75,8 @@ unsafe impl Sync for StatusPage {}
 impl StatusPage {
     /// Map a fresh zeroed page.
     pub(crate) fn new() -> nix::Result<StatusPage> {
-        let len = NonZeroUsize::new(PAGE).ok_or(Errno::EINVAL)?;
-        // SAFETY: an anonymous mapping at a kernel-chosen address aliases no Rust object; we
-        // own it until `Drop` unmaps it (invariant P1).
-        let p = unsafe {
-            mmap_anonymous(
-                None,
-                len,
-                ProtFlags::PROT_READ | ProtFlags::PROT_WRITE,
-                MapFlags::MAP_SHARED,
-            )?
-        };
+        // We own the mapping until `Drop` unmaps it (invariant P1).
+        let p = crate::sys::map_shared(PAGE)?;
         Ok(StatusPage { ptr: p.cast() })
     }
 

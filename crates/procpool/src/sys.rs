@@ -298,6 +298,23 @@ pub(crate) fn reap(pid: Pid, grace: Duration) -> ExitInfo {
     }
 }
 
+/// A fresh, zeroed `MAP_SHARED | MAP_ANONYMOUS` read-write mapping of `len` bytes at a
+/// kernel-chosen address (a status page, a ring): a worker forked later sees the same
+/// memory at the same address. The caller owns it and must `munmap` it.
+pub(crate) fn map_shared(len: usize) -> nix::Result<std::ptr::NonNull<std::ffi::c_void>> {
+    let len = std::num::NonZeroUsize::new(len).ok_or(Errno::EINVAL)?;
+    // SAFETY: an anonymous mapping at a kernel-chosen address aliases no Rust object; the
+    // caller takes ownership of it.
+    unsafe {
+        nix::sys::mman::mmap_anonymous(
+            None,
+            len,
+            nix::sys::mman::ProtFlags::PROT_READ | nix::sys::mman::ProtFlags::PROT_WRITE,
+            nix::sys::mman::MapFlags::MAP_SHARED,
+        )
+    }
+}
+
 /// The raw fd of an owned fd (for the registry).
 pub(crate) fn raw(fd: &OwnedFd) -> RawFd {
     fd.as_raw_fd()

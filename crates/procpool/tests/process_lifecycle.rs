@@ -110,27 +110,9 @@ fn helper() -> Command {
 #[test]
 fn parent_sigkill_leaves_no_worker_alive() {
     let _g = serial();
-    let mut child = helper()
-        .args(["parent-kill", "4"])
-        .stdout(Stdio::piped())
-        .stderr(Stdio::inherit())
-        .spawn()
-        .expect("start helper");
-    let stdout = child.stdout.take().expect("stdout");
-    let (tx, rx) = std::sync::mpsc::channel();
-    std::thread::spawn(move || {
-        let mut line = String::new();
-        let _ = BufReader::new(stdout).read_line(&mut line);
-        let _ = tx.send(line);
-    });
-    let line = match rx.recv_timeout(LIMIT) {
-        Ok(l) => l,
-        Err(_) => {
-            let _ = child.kill();
-            let _ = child.wait();
-            panic!("helper did not report its workers");
-        }
-    };
+    let mut cmd = helper();
+    cmd.args(["parent-kill", "4"]).stderr(Stdio::inherit());
+    let (mut child, line) = start_and_read_line(cmd, "helper did not report its workers");
     let pids: Vec<u32> = line
         .strip_prefix("PIDS ")
         .unwrap_or_else(|| panic!("bad helper line {line:?}"))
@@ -162,27 +144,9 @@ fn parent_sigkill_leaves_no_worker_alive() {
 #[test]
 fn parent_sigkill_takes_down_what_tasks_started() {
     let _g = serial();
-    let mut child = helper()
-        .arg("grandchild")
-        .stdout(Stdio::piped())
-        .stderr(Stdio::null())
-        .spawn()
-        .expect("start helper");
-    let stdout = child.stdout.take().expect("stdout");
-    let (tx, rx) = std::sync::mpsc::channel();
-    std::thread::spawn(move || {
-        let mut line = String::new();
-        let _ = BufReader::new(stdout).read_line(&mut line);
-        let _ = tx.send(line);
-    });
-    let line = match rx.recv_timeout(LIMIT) {
-        Ok(l) => l,
-        Err(_) => {
-            let _ = child.kill();
-            let _ = child.wait();
-            panic!("helper did not report its grandchild");
-        }
-    };
+    let mut cmd = helper();
+    cmd.arg("grandchild").stderr(Stdio::null());
+    let (mut child, line) = start_and_read_line(cmd, "helper did not report its grandchild");
     let pid: u32 = line
         .trim()
         .strip_prefix("GRANDCHILD ")

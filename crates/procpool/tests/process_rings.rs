@@ -4,7 +4,6 @@
 
 mod common;
 
-use std::io::{BufRead, BufReader};
 use std::process::{Command, Stdio};
 use std::sync::{Arc, Condvar, Mutex};
 use std::time::{Duration, Instant};
@@ -106,27 +105,9 @@ fn helper() -> Command {
 /// is gone within a second (the rings hold no one back).
 #[test]
 fn host_killed_mid_stream_leaves_no_worker() {
-    let mut child = helper()
-        .arg("stream")
-        .stdout(Stdio::piped())
-        .stderr(Stdio::null())
-        .spawn()
-        .expect("start helper");
-    let stdout = child.stdout.take().expect("stdout");
-    let (tx, rx) = std::sync::mpsc::channel();
-    std::thread::spawn(move || {
-        let mut line = String::new();
-        let _ = BufReader::new(stdout).read_line(&mut line);
-        let _ = tx.send(line);
-    });
-    let line = match rx.recv_timeout(LIMIT) {
-        Ok(l) => l,
-        Err(_) => {
-            let _ = child.kill();
-            let _ = child.wait();
-            panic!("helper did not start streaming");
-        }
-    };
+    let mut cmd = helper();
+    cmd.arg("stream").stderr(Stdio::null());
+    let (mut child, line) = start_and_read_line(cmd, "helper did not start streaming");
     let pids: Vec<u32> = line
         .trim()
         .strip_prefix("STREAMING ")

@@ -53,3 +53,32 @@ pub fn sigkill(pid: u32) {
 pub fn no_core_dumps() {
     let _ = nix::sys::resource::setrlimit(nix::sys::resource::Resource::RLIMIT_CORE, 0, 0);
 }
+
+/// Start `cmd` with its stdout piped and wait up to [`LIMIT`] for its first line (a helper
+/// process reporting what the test should look at). If no line comes, the process is
+/// killed and reaped, and the test fails with `what`.
+pub fn start_and_read_line(
+    mut cmd: std::process::Command,
+    what: &str,
+) -> (std::process::Child, String) {
+    use std::io::BufRead;
+    let mut child = cmd
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .expect("start helper");
+    let stdout = child.stdout.take().expect("stdout");
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        let mut line = String::new();
+        let _ = std::io::BufReader::new(stdout).read_line(&mut line);
+        let _ = tx.send(line);
+    });
+    match rx.recv_timeout(LIMIT) {
+        Ok(l) => (child, l),
+        Err(_) => {
+            let _ = child.kill();
+            let _ = child.wait();
+            panic!("{what}");
+        }
+    }
+}
