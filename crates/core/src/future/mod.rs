@@ -13,6 +13,7 @@
 //! - [`TaskFuture::kill`] also stops a *running* task (pebble's `cancel()`; CPython cannot).
 
 mod chunk;
+mod poll;
 mod promise;
 mod state;
 
@@ -267,6 +268,29 @@ impl<R> TaskFuture<R> {
     }
 }
 
+impl<T, E: From<TaskError>> TaskFuture<Result<T, E>> {
+    /// For a task that returns a `Result`: wait, and flatten
+    /// `Result<Result<T, E>, TaskError>` into `Result<T, E>`, the pool's error converted
+    /// with `E: From<TaskError>` (`anyhow::Error` and any `thiserror` enum with a
+    /// `#[from] TaskError` variant qualify), so `?` works on it.
+    ///
+    /// ```
+    /// # use poolrun_core::{backend::task_pair, TaskError};
+    /// #[derive(Debug, PartialEq)]
+    /// enum MyError { Parse(String), Pool(TaskError) }
+    /// impl From<TaskError> for MyError {
+    ///     fn from(e: TaskError) -> Self { MyError::Pool(e) }
+    /// }
+    /// # let (p, fut) = task_pair::<Result<u32, MyError>>(None);
+    /// # p.complete(Err(TaskError::Cancelled));
+    /// // fut = pool.submit(parse, line)   — a task returning Result<u32, MyError>
+    /// assert_eq!(fut.result_flat(), Err(MyError::Pool(TaskError::Cancelled)));
+    /// ```
+    pub fn result_flat(self) -> Result<T, E> {
+        self.result()?
+    }
+}
+
 impl<R> fmt::Debug for TaskFuture<R> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         let state = match self.status() {
@@ -284,6 +308,29 @@ mod tests {
     use super::*;
     use std::sync::atomic::AtomicUsize;
     use std::sync::Mutex;
+
+    #[test]
+    fn result_flat_flattens_both_layers() {
+        #[derive(Debug, PartialEq)]
+        enum E {
+            Mine(u8),
+            Pool(TaskError),
+        }
+        impl From<TaskError> for E {
+            fn from(e: TaskError) -> Self {
+                E::Pool(e)
+            }
+        }
+        let (p, f) = task_pair::<Result<u32, E>>(None);
+        p.complete(Ok(Ok(5)));
+        assert_eq!(f.result_flat(), Ok(5));
+        let (p, f) = task_pair::<Result<u32, E>>(None);
+        p.complete(Ok(Err(E::Mine(1))));
+        assert_eq!(f.result_flat(), Err(E::Mine(1)));
+        let (p, f) = task_pair::<Result<u32, E>>(None);
+        p.complete(Err(TaskError::Shutdown));
+        assert_eq!(f.result_flat(), Err(E::Pool(TaskError::Shutdown)));
+    }
 
     #[test]
     fn states() {

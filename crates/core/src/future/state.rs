@@ -86,6 +86,9 @@ pub(crate) struct Slots<R> {
     /// Threads blocked in `wait` (a condvar notify is a syscall even when nobody waits: most
     /// tiny tasks finish before anyone asks, so it is skipped then).
     pub waiters: u32,
+    /// The async task awaiting this future (`impl Future for TaskFuture`), woken on
+    /// completion. One: a future has one owner, polled by one task at a time.
+    pub waker: Option<std::task::Waker>,
 }
 
 /// One future's shared state.
@@ -107,6 +110,7 @@ impl<R> FutureState<R> {
                 callbacks: Vec::new(),
                 sinks: Vec::new(),
                 waiters: 0,
+                waker: None,
             }),
             cond: Condvar::new(),
         }
@@ -203,9 +207,13 @@ impl<R> FutureState<R> {
         self.status.store(terminal, Ordering::Release);
         let sinks = std::mem::take(&mut st.sinks);
         let waiters = st.waiters;
+        let waker = st.waker.take();
         drop(st);
         if waiters > 0 {
             self.cond.notify_all();
+        }
+        if let Some(w) = waker {
+            w.wake();
         }
         for (sink, idx) in sinks {
             sink.notify_done(idx);
