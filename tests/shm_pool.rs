@@ -275,3 +275,27 @@ fn repeat_hand_off_keeps_the_mapping_and_releases_it_with_the_segment() {
         std::thread::sleep(Duration::from_millis(10));
     }
 }
+
+fn count_up((hits, n): (SharedArray<u64>, u64)) -> u64 {
+    for _ in 0..n {
+        hits.fetch_add(0, 1);
+    }
+    n
+}
+
+/// Issue 12: a shared counter without a Lock — atomic adds from every worker (threads or
+/// processes) add up exactly.
+#[test]
+fn atomic_counter_across_workers() {
+    for mode in MODES {
+        let p = pool(mode, 2);
+        let hits = SharedArray::<u64>::new(1).unwrap();
+        let futs: Vec<_> = (0..8)
+            .map(|_| p.submit(count_up, (hits.clone(), 20_000)))
+            .collect();
+        for f in futs {
+            assert_eq!(f.result(), Ok(20_000));
+        }
+        assert_eq!(hits.get(0), 160_000, "{mode:?}");
+    }
+}

@@ -68,10 +68,13 @@ unsafe impl<A: Plain, B: Plain, C: Plain, D: Plain> Plain for (A, B, C, D) {}
 ///
 /// Elements of 1, 2, 4 or 8 bytes (naturally aligned) are read and written with relaxed
 /// atomic accesses, so a `get` never sees a torn value; larger elements are copied with
-/// volatile accesses and can tear under a concurrent `set`. Nothing orders accesses to
-/// different elements between processes. Protect read-modify-write sequences with a
-/// [`crate::sync::Lock`] (its acquire/release order the accesses), or use one writer per
-/// element.
+/// volatile accesses and can tear under a concurrent `set`. Nothing orders `get`/`set` of
+/// different elements between processes. For read-modify-write on integer elements use the
+/// atomic operations ([`fetch_add`](Self::fetch_add), [`compare_exchange`](Self::compare_exchange),
+/// …: sequentially consistent, so they also order the plain accesses around them);
+/// otherwise protect a sequence with a [`crate::sync::Lock`] (its acquire/release order the
+/// accesses), or use one writer per element. Ranges: [`read_range`](Self::read_range),
+/// [`copy_from_slice`](Self::copy_from_slice), [`copy_to_slice`](Self::copy_to_slice).
 ///
 /// ```
 /// use poolrun_core::shm::SharedArray;
@@ -184,6 +187,46 @@ impl<T: Plain> SharedArray<T> {
     /// Copy all elements out.
     pub fn to_vec(&self) -> Vec<T> {
         (0..self.len).map(|i| self.get(i)).collect()
+    }
+
+    /// Copy the elements in `range` out. Panics if the range is out of bounds, like slice
+    /// indexing. Each element is read whole (see the type's docs); the copy as a whole is
+    /// not a snapshot if others write meanwhile.
+    pub fn read_range(&self, range: std::ops::Range<usize>) -> Vec<T> {
+        self.check_range(range.start, range.end);
+        range.map(|i| self.get(i)).collect()
+    }
+
+    /// Write `src` into elements `start..start + src.len()`. Panics if that is out of
+    /// bounds, like `slice::copy_from_slice` on a mismatched length.
+    pub fn copy_from_slice(&self, start: usize, src: &[T]) {
+        let end = start.saturating_add(src.len());
+        self.check_range(start, end);
+        for (i, v) in (start..end).zip(src) {
+            self.set(i, *v);
+        }
+    }
+
+    /// Fill `dst` from elements `start..start + dst.len()`. Panics if that is out of bounds.
+    pub fn copy_to_slice(&self, start: usize, dst: &mut [T]) {
+        let end = start.saturating_add(dst.len());
+        self.check_range(start, end);
+        for (i, d) in (start..end).zip(dst) {
+            *d = self.get(i);
+        }
+    }
+
+    fn check_range(&self, start: usize, end: usize) {
+        assert!(
+            start <= end && end <= self.len,
+            "SharedArray range {start}..{end} out of bounds for length {}",
+            self.len
+        );
+    }
+
+    /// The element's location, for the atomic operations (`array_atomic.rs`).
+    pub(super) fn slot_ptr(&self, i: usize) -> *mut T {
+        self.slot(i)
     }
 
     /// Fill every element with `v`.

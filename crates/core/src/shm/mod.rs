@@ -20,6 +20,7 @@
 //! ```
 
 mod array;
+mod array_atomic;
 mod bytes;
 mod cache;
 mod forksafe;
@@ -28,6 +29,7 @@ pub(crate) mod segment;
 mod tests;
 
 pub use array::{Plain, SharedArray};
+pub use array_atomic::AtomicElem;
 pub use bytes::SharedBytes;
 
 /// Why a shared-memory operation failed.
