@@ -115,7 +115,7 @@ pub struct RunArgs {
     /// Slurm partition (`--mode slurm`).
     #[arg(long, value_name = "P", help_heading = "Slurm (--mode slurm)")]
     pub partition: Option<String>,
-    /// Slurm time limit per array task: MINUTES, MM:SS, HH:MM:SS, D-HH[:MM[:SS]].
+    /// Slurm time limit per array task: MINUTES, MM:SS, HH:MM:SS, D-HH, D-HH:MM, D-HH:MM:SS.
     #[arg(long, value_name = "T", help_heading = "Slurm (--mode slurm)")]
     pub time: Option<String>,
     /// One more sbatch option, with its value in one word (`--qos=short`); repeatable.
