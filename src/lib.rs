@@ -22,9 +22,9 @@
 use std::time::Duration;
 
 pub use poolrun_core::{
-    as_completed, codec, gil, shm, sync, wait, AsCompleted, Executor, GilMode, MapIter,
-    MapUnordered, Mode, Payload, PoolConfig, PoolError, ReturnWhen, TaskError, TaskFuture,
-    MAX_WORKERS,
+    as_completed, as_completed_ref, codec, gil, shm, sync, wait, AsCompleted, AsCompletedRef,
+    Executor, GilMode, MapIter, MapUnordered, Mode, Payload, PoolConfig, PoolError, ReturnWhen,
+    TaskError, TaskFuture, MAX_WORKERS,
 };
 
 /// For pool implementations and the `poolrun` command line, not for users (see

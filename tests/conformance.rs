@@ -10,8 +10,8 @@ macro_rules! conformance {
             // (`batch_submitter` submits one chunk and returns its futures, so a test can
             // kill items inside a chunk; it is the backend hook `map` is built on.)
             use poolrun::{
-                as_completed, wait, Executor, Mode, Pool, PoolConfig, PoolError, ReturnWhen,
-                TaskError,
+                as_completed, as_completed_ref, wait, Executor, Mode, Pool, PoolConfig,
+                PoolError, ReturnWhen, TaskError,
             };
             use poolrun_core::backend::Dispatch;
             use std::sync::atomic::{AtomicUsize, Ordering};
@@ -316,6 +316,32 @@ macro_rules! conformance {
                         assert_eq!(r, Ok(i as u64));
                     }
                 }
+            }
+
+            /// Issue 12: `as_completed_ref` borrows, so after its timeout the stragglers are
+            /// still the caller's to kill.
+            #[test]
+            fn as_completed_ref_leaves_the_stragglers_to_kill() {
+                let p = pool(2);
+                let fs = vec![
+                    p.submit(sleep_ms, 1),
+                    p.submit(sleep_ms, 60_000),
+                    p.submit(sleep_ms, 2),
+                ];
+                let mut done: Vec<usize> = as_completed_ref(&fs)
+                    .timeout(Duration::from_millis(1500))
+                    .map(|(i, f)| {
+                        assert!(f.done());
+                        i
+                    })
+                    .collect();
+                done.sort();
+                assert_eq!(done, vec![0, 2]);
+                assert!(!fs[1].done());
+                assert!(fs[1].kill());
+                let mut fs = fs;
+                assert_eq!(fs.remove(1).result(), Err(TaskError::Cancelled));
+                assert_eq!(fs.remove(0).result(), Ok(1));
             }
 
             #[test]

@@ -38,7 +38,7 @@ pub use executor::Executor;
 pub use future::TaskFuture;
 pub use gil::GilMode;
 pub use map::{MapIter, MapUnordered};
-pub use wait::{as_completed, wait, AsCompleted, ReturnWhen};
+pub use wait::{as_completed, as_completed_ref, wait, AsCompleted, AsCompletedRef, ReturnWhen};
 
 pub(crate) use config::Initializer;
 

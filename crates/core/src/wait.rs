@@ -206,6 +206,95 @@ impl<R> fmt::Debug for AsCompleted<R> {
     }
 }
 
+/// Like [`as_completed`], but borrowing the futures: yields `(index, &future)` as each
+/// becomes done (those done already first), so the caller keeps every future — after
+/// [`AsCompletedRef::timeout`] ends the iteration, the stragglers are still there to
+/// `kill()` or wait for.
+///
+/// ```
+/// # use poolrun_core::{as_completed_ref, backend::task_pair};
+/// # use std::time::Duration;
+/// # let (p, fast) = task_pair::<u32>(None);
+/// # p.complete(Ok(1));
+/// # let (_slow_promise, slow) = task_pair::<u32>(None);
+/// let fs = vec![fast, slow]; // from pool.submit(..)
+/// let done: Vec<usize> = as_completed_ref(&fs)
+///     .timeout(Duration::from_millis(10))
+///     .map(|(i, _)| i)
+///     .collect();
+/// assert_eq!(done, [0]);
+/// for f in &fs {
+///     if !f.done() {
+///         f.kill(); // the straggler is still ours
+///     }
+/// }
+/// ```
+pub fn as_completed_ref<R>(fs: &[TaskFuture<R>]) -> AsCompletedRef<'_, R> {
+    let q = Arc::new(DoneQueue::default());
+    let sink: Arc<dyn DoneSink> = q.clone();
+    for (i, f) in fs.iter().enumerate() {
+        f.watch(&sink, i);
+    }
+    AsCompletedRef {
+        futures: fs,
+        seen: vec![false; fs.len()],
+        queue: q,
+        sink,
+        remaining: fs.len(),
+        deadline: Deadline::NEVER,
+    }
+}
+
+/// The iterator returned by [`as_completed_ref`].
+pub struct AsCompletedRef<'a, R> {
+    futures: &'a [TaskFuture<R>],
+    seen: Vec<bool>,
+    queue: Arc<DoneQueue>,
+    sink: Arc<dyn DoneSink>,
+    remaining: usize,
+    deadline: Deadline,
+}
+
+impl<R> AsCompletedRef<'_, R> {
+    /// Stop waiting `d` from now: the iteration then ends; the futures not yielded are
+    /// still the caller's.
+    pub fn timeout(mut self, d: Duration) -> Self {
+        self.deadline = Deadline::after(Some(d));
+        self
+    }
+}
+
+impl<'a, R> Iterator for AsCompletedRef<'a, R> {
+    type Item = (usize, &'a TaskFuture<R>);
+
+    fn next(&mut self) -> Option<Self::Item> {
+        while self.remaining > 0 {
+            let i = self.queue.pop(self.deadline)?;
+            if !std::mem::replace(&mut self.seen[i], true) {
+                self.remaining -= 1;
+                return Some((i, &self.futures[i]));
+            }
+        }
+        None
+    }
+}
+
+impl<R> Drop for AsCompletedRef<'_, R> {
+    fn drop(&mut self) {
+        for f in self.futures {
+            f.unwatch(&self.sink);
+        }
+    }
+}
+
+impl<R> fmt::Debug for AsCompletedRef<'_, R> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("AsCompletedRef")
+            .field("remaining", &self.remaining)
+            .finish()
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
