@@ -23,8 +23,8 @@ use std::time::Duration;
 
 pub use poolrun_core::{
     as_completed, as_completed_ref, codec, gil, shm, sync, wait, AsCompleted, AsCompletedRef,
-    Executor, GilMode, MapIter, MapUnordered, Mode, Payload, PoolConfig, PoolError, ReturnWhen,
-    TaskError, TaskFuture, MAX_WORKERS,
+    Executor, GilMode, MapIter, MapUnordered, Mode, Payload, PoolConfig, PoolError, PoolStats,
+    ReturnWhen, TaskError, TaskFuture, MAX_WORKERS,
 };
 
 /// For pool implementations and the `poolrun` command line, not for users (see
@@ -124,6 +124,10 @@ impl Executor for Pool {
 
     fn mode(&self) -> Mode {
         delegate!(self, p => p.mode())
+    }
+
+    fn stats(&self) -> PoolStats {
+        delegate!(self, p => p.stats())
     }
 }
 

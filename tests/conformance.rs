@@ -10,8 +10,8 @@ macro_rules! conformance {
             // (`batch_submitter` submits one chunk and returns its futures, so a test can
             // kill items inside a chunk; it is the backend hook `map` is built on.)
             use poolrun::{
-                as_completed, as_completed_ref, wait, Executor, Mode, Pool, PoolConfig,
-                PoolError, ReturnWhen, TaskError,
+                as_completed, as_completed_ref, wait, Executor, Mode, Pool, PoolConfig, PoolError,
+                ReturnWhen, TaskError,
             };
             use poolrun_core::backend::Dispatch;
             use std::sync::atomic::{AtomicUsize, Ordering};
@@ -342,6 +342,63 @@ macro_rules! conformance {
                 let mut fs = fs;
                 assert_eq!(fs.remove(1).result(), Err(TaskError::Cancelled));
                 assert_eq!(fs.remove(0).result(), Ok(1));
+            }
+
+            /// Issue 12: `stats()` in every mode — the live figures, and every outcome
+            /// counted once.
+            #[test]
+            fn stats_count_every_outcome_once() {
+                let p = pool(2);
+                assert!(
+                    eventually(T, || p.stats().workers_alive == 2),
+                    "{:?}",
+                    p.stats()
+                );
+                let s = p.stats();
+                assert_eq!((s.workers, s.idle, s.running, s.queued), (2, 2, 0, 0));
+                let a = p.submit(spin_forever, ());
+                let b = p.submit(sleep_ms, 300);
+                // Process mode hands one task ahead to each busy worker: the fourth of
+                // these is surely still in the queue.
+                let cs: Vec<_> = (0..4).map(|_| p.submit(sleep_ms, 1)).collect();
+                assert!(eventually(T, || p.stats().running == 2), "{:?}", p.stats());
+                let s = p.stats();
+                assert_eq!(s.idle, 0);
+                assert!(s.queued >= 1, "{s:?}");
+                assert!(cs[3].cancel());
+                assert!(a.kill());
+                assert_eq!(b.result(), Ok(300));
+                for c in cs.into_iter().take(3) {
+                    assert_eq!(c.result(), Ok(1));
+                }
+                let ok: Vec<_> = (0..3).map(|i| p.submit(square, i)).collect();
+                let bad = p.submit(panics_on_odd, 1);
+                for f in ok {
+                    assert!(f.result().is_ok());
+                }
+                assert!(matches!(bad.result(), Err(TaskError::Panicked { .. })));
+                let s = p.stats();
+                assert_eq!(
+                    (s.completed, s.failed, s.cancelled, s.killed, s.timed_out),
+                    (7, 1, 2, 1, 0),
+                    "{s:?}"
+                );
+                assert!(
+                    s.worker_restarts >= 1,
+                    "the killed task's worker was replaced: {s:?}"
+                );
+                let t = Pool::new(
+                    MODE,
+                    PoolConfig::new()
+                        .workers(1)
+                        .task_timeout(Some(Duration::from_millis(100))),
+                )
+                .expect("pool");
+                assert!(matches!(
+                    t.submit(spin_forever, ()).result(),
+                    Err(TaskError::TimedOut { .. })
+                ));
+                assert_eq!(t.stats().timed_out, 1);
             }
 
             #[test]

@@ -167,6 +167,21 @@ fn cancel_before_submission_never_runs_kill_stops_a_running_task() {
     assert_eq!(other.result_timeout(L), Ok(25));
     let quick = p.submit(square, 6);
     assert_eq!(quick.result_timeout(L), Ok(36));
+    // stats(): the same struct as in the local modes, every outcome counted once.
+    let s = p.stats();
+    assert_eq!(
+        (
+            s.workers,
+            s.completed,
+            s.cancelled,
+            s.killed,
+            s.failed,
+            s.queued,
+            s.running
+        ),
+        (2, 2, 2, 1, 0, 0, 0),
+        "{s:?}"
+    );
     p.shutdown(true, false);
     assert!(
         t.elapsed() < Duration::from_secs(60),

@@ -14,6 +14,7 @@ pub use crate::runtime::{
     describe_exit, panic_message, run_caught, signal_name, Caught, InitReport, RunWord, ThreadKey,
     ThreadSet, WorkerRuntime, KILL_BIT,
 };
+pub use crate::stats::TaskCounters;
 
 use crate::{Payload, TaskFuture};
 

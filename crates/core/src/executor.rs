@@ -3,7 +3,7 @@
 use std::time::Duration;
 
 use crate::backend::{Dispatch, IterSource};
-use crate::{MapIter, MapUnordered, Mode, Payload, TaskFuture};
+use crate::{MapIter, MapUnordered, Mode, Payload, PoolStats, TaskFuture};
 
 /// What a pool can do, identically for threads, processes and a cluster.
 ///
@@ -68,4 +68,9 @@ pub trait Executor: Dispatch + Send + Sync {
 
     /// Thread, process or cluster.
     fn mode(&self) -> Mode;
+
+    /// A snapshot of the pool: workers alive and idle, tasks queued and running, and how
+    /// many tasks completed, failed, were cancelled, killed or timed out, worker restarts —
+    /// the same struct in every mode, cheap enough to poll. See [`PoolStats`].
+    fn stats(&self) -> PoolStats;
 }

@@ -28,6 +28,7 @@ mod map;
 mod map_entry;
 mod runtime;
 pub mod shm;
+mod stats;
 pub mod sync;
 mod wait;
 
@@ -38,6 +39,7 @@ pub use executor::Executor;
 pub use future::TaskFuture;
 pub use gil::GilMode;
 pub use map::{MapIter, MapUnordered};
+pub use stats::PoolStats;
 pub use wait::{as_completed, as_completed_ref, wait, AsCompleted, AsCompletedRef, ReturnWhen};
 
 pub(crate) use config::Initializer;

@@ -116,12 +116,16 @@ impl Started {
 /// attached for it.
 pub(crate) fn collector(pool: Arc<PoolShared>, idx: usize, first: Option<Started>) {
     let mut next = first;
+    let mut lives = 0u64;
     loop {
         let w = match next.take() {
             Some(w) => w,
             None => {
                 if !pool.lock().wants_worker(idx) {
                     break;
+                }
+                if lives > 0 {
+                    pool.counters.restarted();
                 }
                 match spawn::spawn(&pool.setup, 1).pop() {
                     Some(Ok(h)) => attach(&pool, idx, h),
@@ -135,6 +139,7 @@ pub(crate) fn collector(pool: Arc<PoolShared>, idx: usize, first: Option<Started
             }
         };
         life(&pool, idx, w);
+        lives += 1;
     }
 }
 

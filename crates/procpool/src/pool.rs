@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use poolrun_core::backend::{default_window, BatchSubmit, ChunkSubmit, Dispatch, Stop};
 use poolrun_core::{
-    Deadline, Executor, Mode, Payload, PoolConfig, PoolError, TaskError, TaskFuture,
+    Deadline, Executor, Mode, Payload, PoolConfig, PoolError, PoolStats, TaskError, TaskFuture,
 };
 
 use crate::child::WorkerSetup;
@@ -239,6 +239,10 @@ impl Executor for ProcessPool {
 
     fn mode(&self) -> Mode {
         Mode::Process
+    }
+
+    fn stats(&self) -> PoolStats {
+        self.shared.stats()
     }
 }
 

@@ -343,6 +343,15 @@ impl<L: WorkerLink> Scheduler<L> {
         self.queued_items
     }
 
+    /// The attached workers' links.
+    pub(crate) fn attached_links(&self) -> Vec<Arc<L>> {
+        self.entries
+            .iter()
+            .filter_map(|e| e.attached.as_ref())
+            .map(|a| a.link.clone())
+            .collect()
+    }
+
     /// The pids of the attached workers.
     pub(crate) fn pids(&self) -> Vec<u32> {
         self.entries

@@ -9,9 +9,10 @@ use std::sync::{Arc, Mutex, MutexGuard, Weak};
 use std::time::Duration;
 
 use poolrun_core::backend::{
-    task_pair, ChunkState, ErasedPromise, InitReport, KillRoute, Route, Stop, ThreadSet,
+    task_pair, ChunkState, ErasedPromise, InitReport, KillRoute, Route, Stop, TaskCounters,
+    ThreadSet,
 };
-use poolrun_core::{Payload, TaskError, TaskFuture};
+use poolrun_core::{Payload, PoolStats, TaskError, TaskFuture};
 
 use crate::child::WorkerSetup;
 use crate::item::{self, Batch, Item};
@@ -39,6 +40,9 @@ pub(crate) struct PoolShared {
     pub threads: ThreadSet,
     /// This very allocation, as every future's kill route (cloned per task).
     route: Weak<dyn KillRoute>,
+    /// Outcome counters for `stats()`, attached to every task's route and chunk record.
+    pub counters: Arc<TaskCounters>,
+    workers: usize,
 }
 
 impl PoolShared {
@@ -58,6 +62,8 @@ impl PoolShared {
             init_report: InitReport::default(),
             threads: ThreadSet::new(),
             route: me.clone() as Weak<dyn KillRoute>,
+            counters: Arc::default(),
+            workers,
         })
     }
 
@@ -165,7 +171,9 @@ impl PoolShared {
     ) -> Vec<TaskFuture<R>> {
         let mut futures = Vec::with_capacity(args.len());
         self.submit_items(f, args, |id| {
-            let (p, fut) = task_pair::<R>(Some(Route::new(self.route.clone(), id)));
+            let (p, fut) = task_pair::<R>(Some(
+                Route::new(self.route.clone(), id).counted(&self.counters),
+            ));
             futures.push(fut);
             ErasedPromise::from(p)
         });
@@ -180,7 +188,7 @@ impl PoolShared {
         f: fn(A) -> R,
         args: Vec<A>,
     ) -> Arc<ChunkState<R>> {
-        let chunk = ChunkState::new(args.len());
+        let chunk = ChunkState::counted(args.len(), Some(self.counters.clone()));
         let mut slot = 0;
         self.submit_items(f, args, |_| {
             slot += 1;
@@ -227,7 +235,9 @@ impl PoolShared {
         let mut futures = Vec::with_capacity(args.len());
         let mut items = VecDeque::with_capacity(args.len());
         for (bytes, id) in args.into_iter().zip(first..) {
-            let (p, fut) = task_pair::<Vec<u8>>(Some(Route::new(self.route.clone(), id)));
+            let (p, fut) = task_pair::<Vec<u8>>(Some(
+                Route::new(self.route.clone(), id).counted(&self.counters),
+            ));
             items.push_back(Item::new(id, Arg::new(&bytes), ErasedPromise::raw(p)));
             futures.push(fut);
         }
@@ -248,6 +258,20 @@ impl PoolShared {
         if let Err((b, e)) = self.with_sched(|s| s.push(batch)) {
             b.fail_all(&e);
         }
+    }
+
+    /// `Executor::stats`: the counters, and under the scheduler lock the queue and the
+    /// attached workers (busy when their status page shows an item running).
+    pub(crate) fn stats(&self) -> PoolStats {
+        let mut st = self.counters.snapshot(self.workers);
+        let s = self.lock();
+        let links = s.attached_links();
+        st.queued = s.queued();
+        drop(s);
+        st.workers_alive = links.len();
+        st.running = links.iter().filter(|l| l.status.running().0 != 0).count();
+        st.idle = st.workers_alive - st.running;
+        st
     }
 
     /// Daemon teardown: cancel what is queued, kill every worker now; running tasks fail

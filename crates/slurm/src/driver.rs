@@ -26,8 +26,8 @@ use std::time::{Duration, Instant};
 
 use serde_bytes::ByteBuf;
 
-use poolrun_core::backend::{ErasedPromise, KillRoute, Stop, ThreadSet};
-use poolrun_core::{Deadline, GilMode, PoolConfig, PoolError, TaskError};
+use poolrun_core::backend::{ErasedPromise, KillRoute, Stop, TaskCounters, ThreadSet};
+use poolrun_core::{Deadline, GilMode, PoolConfig, PoolError, PoolStats, TaskError};
 
 use crate::cluster;
 use crate::config::SlurmConfig;
@@ -88,6 +88,8 @@ pub(crate) struct Shared {
     next_task: AtomicU64,
     route: Weak<dyn KillRoute>,
     pub threads: ThreadSet,
+    /// Outcome counters for `stats()`, attached to every task's route.
+    pub counters: Arc<TaskCounters>,
 }
 
 /// Build the pool's state and work directory and start its driver thread.
@@ -148,6 +150,7 @@ pub(crate) fn start(
         next_task: AtomicU64::new(1),
         route: me.clone() as Weak<dyn KillRoute>,
         threads: ThreadSet::new(),
+        counters: Arc::default(),
     });
     let s2 = shared.clone();
     if let Err(e) = shared
@@ -251,6 +254,26 @@ impl Shared {
             running += r;
         }
         (queued, running, a.done)
+    }
+
+    /// `Executor::stats`: queued = not yet running on the cluster (waiting to be submitted
+    /// or in an array task Slurm has not started), running = in an array task that claimed
+    /// its chunk; a "worker" is an array task working on a chunk now.
+    pub(crate) fn stats(&self) -> PoolStats {
+        let mut s = self.counters.snapshot(self.workers);
+        let mut queued = self.lock().pending.len();
+        let a = self.arrays();
+        let mut busy = 0;
+        for arr in &a.list {
+            let (q, r) = arr.counts();
+            queued += q;
+            s.running += r;
+            busy += arr.busy_array_tasks();
+        }
+        drop(a);
+        s.queued = queued;
+        s.workers_alive = busy;
+        s
     }
 
     pub(crate) fn active_jobs(&self) -> Vec<String> {

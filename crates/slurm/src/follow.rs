@@ -107,6 +107,19 @@ impl Array {
         n
     }
 
+    /// Array tasks working on a chunk of this array now.
+    pub(crate) fn busy_array_tasks(&self) -> usize {
+        let mut owners: Vec<usize> = self
+            .chunks
+            .iter()
+            .filter(|c| !c.ended && !c.unfinished.is_empty())
+            .filter_map(|c| c.owner)
+            .collect();
+        owners.sort_unstable();
+        owners.dedup();
+        owners.len()
+    }
+
     /// Every unfinished task's promise (the pool is going away).
     pub(crate) fn drain(&mut self) -> Vec<ErasedPromise> {
         self.chunks

@@ -7,7 +7,8 @@ use std::time::Duration;
 
 use poolrun_core::backend::{task_pair, BatchSubmit, Dispatch, ErasedPromise, Route, Stop};
 use poolrun_core::{
-    codec, Deadline, Executor, Mode, Payload, PoolConfig, PoolError, TaskError, TaskFuture,
+    codec, Deadline, Executor, Mode, Payload, PoolConfig, PoolError, PoolStats, TaskError,
+    TaskFuture,
 };
 
 use crate::arraytask;
@@ -119,7 +120,9 @@ impl SlurmPool {
         let mut futures = Vec::with_capacity(args.len());
         let mut items = Vec::with_capacity(args.len());
         for (a, id) in args.into_iter().zip(first..) {
-            let (p, fut) = task_pair::<R>(Some(Route::new(shared.route(), id)));
+            let (p, fut) = task_pair::<R>(Some(
+                Route::new(shared.route(), id).counted(&shared.counters),
+            ));
             match codec::encode(&a) {
                 Ok(arg) => items.push(Pending {
                     id,
@@ -175,6 +178,10 @@ impl Executor for SlurmPool {
 
     fn mode(&self) -> Mode {
         Mode::Slurm
+    }
+
+    fn stats(&self) -> PoolStats {
+        self.shared.stats()
     }
 }
 

@@ -10,7 +10,7 @@ use std::time::Duration;
 use poolrun_core::backend::{default_window, task_pair, BatchSubmit, Dispatch, Stop};
 use poolrun_core::gil::{Gil, GilMode};
 use poolrun_core::{
-    Deadline, Executor, Mode, Payload, PoolConfig, PoolError, TaskError, TaskFuture,
+    Deadline, Executor, Mode, Payload, PoolConfig, PoolError, PoolStats, TaskError, TaskFuture,
 };
 
 use crate::shared::PoolShared;
@@ -155,6 +155,10 @@ impl Executor for ThreadPool {
 
     fn mode(&self) -> Mode {
         Mode::Thread
+    }
+
+    fn stats(&self) -> PoolStats {
+        self.shared.stats()
     }
 }
 

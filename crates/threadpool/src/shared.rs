@@ -26,9 +26,11 @@ use std::sync::{Arc, Mutex, MutexGuard, RwLock, Weak};
 use std::time::Duration;
 
 use crossbeam_channel::{Receiver, Sender};
-use poolrun_core::backend::{KillRoute, Route, RunWord, Stop, ThreadKey, ThreadSet, WorkerRuntime};
+use poolrun_core::backend::{
+    KillRoute, Route, RunWord, Stop, TaskCounters, ThreadKey, ThreadSet, WorkerRuntime,
+};
 use poolrun_core::gil::Gil;
-use poolrun_core::{PoolConfig, PoolError, TaskError};
+use poolrun_core::{PoolConfig, PoolError, PoolStats, TaskError};
 
 use crate::timer::Timer;
 
@@ -108,6 +110,8 @@ pub(crate) struct PoolShared {
     me: Weak<PoolShared>,
     /// The same, as every future's kill route (cloned per task: one atomic increment).
     route: Weak<dyn KillRoute>,
+    /// Outcome counters for `stats()`, attached to every task's route.
+    pub counters: Arc<TaskCounters>,
 }
 
 impl PoolShared {
@@ -138,6 +142,7 @@ impl PoolShared {
             spawn_fn,
             me: me.clone(),
             route: me.clone(),
+            counters: Arc::default(),
         })
     }
 
@@ -148,7 +153,8 @@ impl PoolShared {
     /// Kill routes for `n` new tasks (fresh ids, never 0; one atomic step for all of them).
     pub(crate) fn routes(&self, n: usize) -> impl Iterator<Item = Route> + '_ {
         let first = self.next_task.fetch_add(n as u64, Ordering::Relaxed);
-        (first..first + n as u64).map(|id| Route::new(self.route.clone(), id))
+        (first..first + n as u64)
+            .map(|id| Route::new(self.route.clone(), id).counted(&self.counters))
     }
 
     pub(crate) fn is_closed(&self) -> bool {
@@ -161,6 +167,23 @@ impl PoolShared {
 
     pub(crate) fn live(&self) -> usize {
         self.live.load(Ordering::SeqCst)
+    }
+
+    /// `Executor::stats`.
+    pub(crate) fn stats(&self) -> PoolStats {
+        let mut s = self.counters.snapshot(self.cfg.get_workers());
+        let running = self
+            .workers()
+            .iter()
+            .filter_map(Weak::upgrade)
+            .filter(|w| !w.is_retired() && w.run_word().running() != 0)
+            .count();
+        s.workers_alive = self.live();
+        s.running = running;
+        s.idle = s.workers_alive.saturating_sub(running);
+        s.queued = self.queued();
+        s.detached_threads = self.threads.detached_running();
+        s
     }
 
     /// Queue work; after shutdown it is given back (the caller fails it with `Shutdown`).
@@ -229,6 +252,7 @@ impl PoolShared {
         }
         self.leave();
         if !self.killing.load(Ordering::SeqCst) {
+            self.counters.restarted();
             if let Err(e) = self.spawn_worker() {
                 eprintln!(
                     "poolrun: thread pool {}: cannot start a replacement worker: {e}",

@@ -19,11 +19,13 @@ use std::sync::{Arc, Condvar, Mutex, MutexGuard};
 use serde::de::DeserializeOwned;
 
 use super::state::{DoneSink, CANCELLED, COMPLETING, FINISHED, PENDING, RUNNING};
+use crate::stats::TaskCounters;
 use crate::{codec, gil, Deadline, TaskError};
 
 /// The completion record of one chunk (see the module docs).
 pub struct ChunkState<R> {
     status: Box<[AtomicU8]>,
+    counters: Option<Arc<TaskCounters>>,
     inner: Mutex<Inner<R>>,
     cond: Condvar,
 }
@@ -39,8 +41,14 @@ struct Inner<R> {
 impl<R> ChunkState<R> {
     /// A record of `n` PENDING slots.
     pub fn new(n: usize) -> Arc<Self> {
+        Self::counted(n, None)
+    }
+
+    /// A record of `n` PENDING slots whose outcomes are counted in `counters`.
+    pub fn counted(n: usize, counters: Option<Arc<TaskCounters>>) -> Arc<Self> {
         Arc::new(ChunkState {
             status: (0..n).map(|_| AtomicU8::new(PENDING)).collect(),
+            counters,
             inner: Mutex::new(Inner {
                 outcomes: (0..n).map(|_| None).collect(),
                 waiters: 0,
@@ -136,6 +144,9 @@ impl<R> ChunkState<R> {
         terminal: u8,
         mut g: MutexGuard<'_, Inner<R>>,
     ) {
+        if let Some(c) = &self.counters {
+            c.record(&outcome, terminal == CANCELLED);
+        }
         if let Some(o) = g.outcomes.get_mut(i) {
             *o = Some(outcome);
         }

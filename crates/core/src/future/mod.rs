@@ -106,6 +106,9 @@ impl<R> TaskFuture<R> {
         std::sync::atomic::fence(Ordering::SeqCst);
         if let Some(route) = &self.state.route {
             route.kill();
+            if let Some(c) = route.counters() {
+                c.killed();
+            }
         }
         let st = self.state.lock();
         self.state.finish(Err(TaskError::Cancelled), CANCELLED, st);

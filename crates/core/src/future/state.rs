@@ -17,6 +17,7 @@
 use std::sync::atomic::{AtomicU8, Ordering};
 use std::sync::{Arc, Condvar, Mutex, MutexGuard, Weak};
 
+use crate::stats::TaskCounters;
 use crate::TaskError;
 
 pub(crate) const PENDING: u8 = 0;
@@ -52,12 +53,28 @@ pub trait KillRoute: Send + Sync {
 pub struct Route {
     target: Weak<dyn KillRoute>,
     task: u64,
+    /// The pool's task counters (`Executor::stats`), told how the task ended.
+    counters: Option<Arc<TaskCounters>>,
 }
 
 impl Route {
     /// Task `task` of the pool behind `target`.
     pub fn new(target: Weak<dyn KillRoute>, task: u64) -> Route {
-        Route { target, task }
+        Route {
+            target,
+            task,
+            counters: None,
+        }
+    }
+
+    /// Count the task's outcome in `counters`.
+    pub fn counted(mut self, counters: &Arc<TaskCounters>) -> Route {
+        self.counters = Some(counters.clone());
+        self
+    }
+
+    pub(crate) fn counters(&self) -> Option<&TaskCounters> {
+        self.counters.as_deref()
     }
 
     /// The task's id in its pool.
@@ -189,6 +206,9 @@ impl<R> FutureState<R> {
         terminal: u8,
         mut st: MutexGuard<'a, Slots<R>>,
     ) {
+        if let Some(c) = self.route.as_ref().and_then(Route::counters) {
+            c.record(&outcome, terminal == CANCELLED);
+        }
         let mut outcome = Some(outcome);
         loop {
             let callbacks = std::mem::take(&mut st.callbacks);
