@@ -89,6 +89,14 @@ macro_rules! delegate {
 }
 
 impl Dispatch for Pool {
+    fn submit_now<A: Payload, R: Payload>(&self, f: fn(A) -> R, arg: A) -> TaskFuture<R> {
+        delegate!(self, p => p.submit_now(f, arg))
+    }
+
+    fn submit_gate(&self) -> Option<&std::sync::Arc<poolrun_core::backend::SubmitGate>> {
+        delegate!(self, p => p.submit_gate())
+    }
+
     fn batch_submitter<A: Payload, R: Payload>(&self, f: fn(A) -> R) -> BatchSubmit<A, R> {
         delegate!(self, p => p.batch_submitter(f))
     }
@@ -106,10 +114,6 @@ impl Dispatch for Pool {
 }
 
 impl Executor for Pool {
-    fn submit<A: Payload, R: Payload>(&self, f: fn(A) -> R, arg: A) -> TaskFuture<R> {
-        delegate!(self, p => p.submit(f, arg))
-    }
-
     fn shutdown(&self, wait: bool, cancel_pending: bool) {
         delegate!(self, p => p.shutdown(wait, cancel_pending))
     }

@@ -401,6 +401,37 @@ macro_rules! conformance {
                 assert_eq!(t.stats().timed_out, 1);
             }
 
+            /// Issue 12: backpressure. With `max_queued(Some(2))` and one worker, three
+            /// unfinished tasks fill the pool: `try_submit` and `submit_timeout` hand the
+            /// argument back, a cancel makes room, and a blocking `submit` returns only once
+            /// a task has ended.
+            #[test]
+            fn max_queued_bounds_what_waits() {
+                let p = Pool::new(MODE, PoolConfig::new().workers(1).max_queued(Some(2)))
+                    .expect("pool");
+                let running = p.submit(spin_ms, 400);
+                let q1 = p.submit(sleep_ms, 1);
+                let q2 = p.submit(sleep_ms, 2);
+                assert!(matches!(p.try_submit(square, 7), Err(7)));
+                assert!(matches!(
+                    p.submit_timeout(square, 8, Duration::from_millis(30)),
+                    Err(8)
+                ));
+                assert!(q2.cancel() || q2.done(), "q2 is queued behind a 400 ms task");
+                let f = match p.try_submit(square, 4) {
+                    Ok(f) => f,
+                    Err(_) => panic!("a cancelled task gives its slot back"),
+                };
+                // Full again: a blocking submit waits until a task ends.
+                let g = p.submit(square, 5);
+                assert!(running.done(), "submit returned before any slot was freed");
+                assert_eq!(running.result(), Ok(400));
+                assert_eq!((q1.result(), f.result(), g.result()), (Ok(1), Ok(16), Ok(25)));
+                // map is not gated: it has its own window.
+                let v: Vec<_> = p.map(square, 0..50u64).collect();
+                assert_eq!(v.len(), 50);
+            }
+
             #[test]
             fn shutdown_wait_runs_queued_work() {
                 let p = pool(1);

@@ -9,6 +9,7 @@
 pub use crate::config::Initializer;
 pub use crate::future::ChunkState;
 pub use crate::future::{task_pair, ErasedPromise, KillRoute, Promise, Route};
+pub use crate::gate::SubmitGate;
 pub use crate::map::{ChunkSource, ChunkSubmit, IterSource, Submitted};
 pub use crate::runtime::{
     describe_exit, panic_message, run_caught, signal_name, Caught, InitReport, RunWord, ThreadKey,
@@ -24,6 +25,16 @@ pub type BatchSubmit<A, R> = Box<dyn FnMut(Vec<A>) -> Vec<TaskFuture<R>> + Send>
 
 /// How a pool plugs into `Executor::map` / `map_unordered`: a supertrait of `Executor`.
 pub trait Dispatch {
+    /// Queue `f(arg)` now (no backpressure: `Executor::submit` applies the pool's
+    /// [`SubmitGate`] first). Never blocks on the work; every problem surfaces through the
+    /// future.
+    fn submit_now<A: Payload, R: Payload>(&self, f: fn(A) -> R, arg: A) -> TaskFuture<R>;
+
+    /// The pool's backpressure gate (`PoolConfig::max_queued`), if it has one.
+    fn submit_gate(&self) -> Option<&std::sync::Arc<SubmitGate>> {
+        None
+    }
+
     /// The pool's chunk submitter for `f` (see [`BatchSubmit`]); it keeps the pool's
     /// internals alive, so a `map` iterator outlives nothing it needs.
     fn batch_submitter<A: Payload, R: Payload>(&self, f: fn(A) -> R) -> BatchSubmit<A, R>;

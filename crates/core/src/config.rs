@@ -145,6 +145,7 @@ pub struct PoolConfig {
     task_timeout: Option<Duration>,
     max_tasks_per_child: Option<usize>,
     initializer: Option<Initializer>,
+    max_queued: Option<usize>,
 }
 
 impl Default for PoolConfig {
@@ -169,6 +170,7 @@ impl PoolConfig {
             task_timeout: None,
             max_tasks_per_child: None,
             initializer: None,
+            max_queued: None,
         }
     }
 
@@ -195,6 +197,19 @@ impl PoolConfig {
     /// fail the future at the deadline and stop the task at its next `gil::checkpoint()`).
     pub fn task_timeout(mut self, timeout: Option<Duration>) -> Self {
         self.task_timeout = timeout;
+        self
+    }
+
+    /// Backpressure: at most `n` tasks wait while every worker is busy. `submit` then
+    /// blocks until a task ends, `try_submit` hands the argument back, `submit_timeout`
+    /// waits a bounded time (`Executor`). Precisely: at most `workers + n` tasks submitted
+    /// that way are unfinished at once. `map` is not affected (its window is its bound).
+    /// Default `None`: unbounded.
+    ///
+    /// A task that submits to its own pool while the pool is full waits for a task to end,
+    /// which may be itself: give such pools room, or use `try_submit` there.
+    pub fn max_queued(mut self, n: Option<usize>) -> Self {
+        self.max_queued = n;
         self
     }
 
@@ -243,6 +258,10 @@ impl PoolConfig {
     /// The configured recycling limit.
     pub fn get_max_tasks_per_child(&self) -> Option<usize> {
         self.max_tasks_per_child
+    }
+    /// The configured bound on waiting tasks.
+    pub fn get_max_queued(&self) -> Option<usize> {
+        self.max_queued
     }
     /// The configured initializer.
     pub fn get_initializer(&self) -> Option<&Initializer> {

@@ -3,6 +3,7 @@
 use std::time::Duration;
 
 use crate::backend::{Dispatch, IterSource};
+use crate::Deadline;
 use crate::{MapIter, MapUnordered, Mode, Payload, PoolStats, TaskFuture};
 
 /// What a pool can do, identically for threads, processes and a cluster.
@@ -23,8 +24,50 @@ use crate::{MapIter, MapUnordered, Mode, Payload, PoolStats, TaskFuture};
 /// the user-facing API.)
 pub trait Executor: Dispatch + Send + Sync {
     /// Schedule `f(arg)`. Never blocks on the work; every problem (shutdown, an argument
-    /// that fails to encode) surfaces through the returned future.
-    fn submit<A: Payload, R: Payload>(&self, f: fn(A) -> R, arg: A) -> TaskFuture<R>;
+    /// that fails to encode) surfaces through the returned future. With
+    /// [`PoolConfig::max_queued`](crate::PoolConfig::max_queued) set, it waits while the pool
+    /// is full (see [`try_submit`](Self::try_submit) and
+    /// [`submit_timeout`](Self::submit_timeout) for the non-blocking and bounded forms).
+    fn submit<A: Payload, R: Payload>(&self, f: fn(A) -> R, arg: A) -> TaskFuture<R> {
+        match gated_submit(self, f, arg, Deadline::NEVER) {
+            Ok(fut) => fut,
+            // (a gate never refuses a wait without a deadline)
+            Err(_) => TaskFuture::ready(Err(crate::TaskError::Shutdown)),
+        }
+    }
+
+    /// Like [`submit`](Self::submit), but when the pool is full
+    /// ([`PoolConfig::max_queued`](crate::PoolConfig::max_queued)) hand the argument back
+    /// at once instead of waiting.
+    ///
+    /// ```
+    /// use poolrun_core::{Executor, PoolConfig};
+    /// # fn demo(pool: &impl Executor) {
+    /// fn work(x: u64) -> u64 { x }
+    /// match pool.try_submit(work, 7) {
+    ///     Ok(fut) => { let _ = fut.result(); }
+    ///     Err(x) => println!("pool full, {x} not submitted: try later"),
+    /// }
+    /// # }
+    /// ```
+    fn try_submit<A: Payload, R: Payload>(
+        &self,
+        f: fn(A) -> R,
+        arg: A,
+    ) -> Result<TaskFuture<R>, A> {
+        gated_submit(self, f, arg, Deadline::after(Some(Duration::ZERO)))
+    }
+
+    /// Like [`submit`](Self::submit), but wait at most `timeout` for room; the argument
+    /// comes back if none was made.
+    fn submit_timeout<A: Payload, R: Payload>(
+        &self,
+        f: fn(A) -> R,
+        arg: A,
+        timeout: Duration,
+    ) -> Result<TaskFuture<R>, A> {
+        gated_submit(self, f, arg, Deadline::after(Some(timeout)))
+    }
 
     /// Apply `f` to every input, yielding results in input order, lazily, with a bounded
     /// window in flight. See [`MapIter`].
@@ -73,4 +116,24 @@ pub trait Executor: Dispatch + Send + Sync {
     /// many tasks completed, failed, were cancelled, killed or timed out, worker restarts —
     /// the same struct in every mode, cheap enough to poll. See [`PoolStats`].
     fn stats(&self) -> PoolStats;
+}
+
+/// `submit` through the pool's gate: take a slot (until `deadline`), queue the task, give
+/// the slot back when the task ends.
+fn gated_submit<E: Executor + ?Sized, A: Payload, R: Payload>(
+    pool: &E,
+    f: fn(A) -> R,
+    arg: A,
+    deadline: Deadline,
+) -> Result<TaskFuture<R>, A> {
+    let Some(gate) = pool.submit_gate() else {
+        return Ok(pool.submit_now(f, arg));
+    };
+    if !gate.acquire(deadline) {
+        return Err(arg);
+    }
+    let fut = pool.submit_now(f, arg);
+    let gate = gate.clone();
+    fut.add_done_callback(move |_| gate.release());
+    Ok(fut)
 }

@@ -23,6 +23,7 @@ mod deadline;
 mod error;
 mod executor;
 mod future;
+mod gate;
 pub mod gil;
 mod map;
 mod map_entry;

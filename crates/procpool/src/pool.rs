@@ -5,7 +5,7 @@ use std::fmt;
 use std::sync::Arc;
 use std::time::Duration;
 
-use poolrun_core::backend::{default_window, BatchSubmit, ChunkSubmit, Dispatch, Stop};
+use poolrun_core::backend::{default_window, BatchSubmit, ChunkSubmit, Dispatch, Stop, SubmitGate};
 use poolrun_core::{
     Deadline, Executor, Mode, Payload, PoolConfig, PoolError, PoolStats, TaskError, TaskFuture,
 };
@@ -75,6 +75,7 @@ pub struct ProcessPool {
     shared: Arc<PoolShared>,
     workers: usize,
     daemon: bool,
+    gate: Option<Arc<SubmitGate>>,
 }
 
 impl fmt::Debug for ProcessPool {
@@ -124,6 +125,7 @@ impl ProcessPool {
             shared: shared.clone(),
             workers: n,
             daemon: cfg.get_daemon(),
+            gate: SubmitGate::for_config(&cfg).map(Arc::new),
         };
         // Attach every first worker before returning (so `worker_pids` and dispatch see them
         // at once), then give each its collector.
@@ -199,6 +201,17 @@ pub fn task_addrs<A: Payload, R: Payload>(f: fn(A) -> R) -> (usize, usize) {
 }
 
 impl Dispatch for ProcessPool {
+    fn submit_now<A: Payload, R: Payload>(&self, f: fn(A) -> R, arg: A) -> TaskFuture<R> {
+        match self.shared.submit_batch(f, vec![arg]).pop() {
+            Some(fut) => fut,
+            None => TaskFuture::ready(Err(TaskError::Shutdown)),
+        }
+    }
+
+    fn submit_gate(&self) -> Option<&Arc<SubmitGate>> {
+        self.gate.as_ref()
+    }
+
     fn batch_submitter<A: Payload, R: Payload>(&self, f: fn(A) -> R) -> BatchSubmit<A, R> {
         let shared = self.shared.clone();
         Box::new(move |items| shared.submit_batch(f, items))
@@ -218,13 +231,6 @@ impl Dispatch for ProcessPool {
 }
 
 impl Executor for ProcessPool {
-    fn submit<A: Payload, R: Payload>(&self, f: fn(A) -> R, arg: A) -> TaskFuture<R> {
-        match self.shared.submit_batch(f, vec![arg]).pop() {
-            Some(fut) => fut,
-            None => TaskFuture::ready(Err(TaskError::Shutdown)),
-        }
-    }
-
     fn shutdown(&self, wait: bool, cancel_pending: bool) {
         self.shared.shutdown_steps(wait, cancel_pending);
     }

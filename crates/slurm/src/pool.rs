@@ -5,7 +5,9 @@ use std::fmt;
 use std::sync::Arc;
 use std::time::Duration;
 
-use poolrun_core::backend::{task_pair, BatchSubmit, Dispatch, ErasedPromise, Route, Stop};
+use poolrun_core::backend::{
+    task_pair, BatchSubmit, Dispatch, ErasedPromise, Route, Stop, SubmitGate,
+};
 use poolrun_core::{
     codec, Deadline, Executor, Mode, Payload, PoolConfig, PoolError, PoolStats, TaskError,
     TaskFuture,
@@ -46,6 +48,7 @@ pub struct SlurmPool {
     shared: Arc<Shared>,
     workers: usize,
     daemon: bool,
+    gate: Option<Arc<SubmitGate>>,
 }
 
 impl SlurmPool {
@@ -84,11 +87,13 @@ impl SlurmPool {
         })?;
         let workers = cfg.get_workers();
         let daemon = cfg.get_daemon();
+        let gate = SubmitGate::for_config(&cfg).map(Arc::new);
         let shared = driver::start(cfg, slurm, defer)?;
         Ok(SlurmPool {
             shared,
             workers,
             daemon,
+            gate,
         })
     }
 
@@ -145,6 +150,17 @@ impl SlurmPool {
 }
 
 impl Dispatch for SlurmPool {
+    fn submit_now<A: Payload, R: Payload>(&self, f: fn(A) -> R, arg: A) -> TaskFuture<R> {
+        match SlurmPool::submit_batch(&self.shared, f, vec![arg]).pop() {
+            Some(fut) => fut,
+            None => TaskFuture::ready(Err(TaskError::Shutdown)),
+        }
+    }
+
+    fn submit_gate(&self) -> Option<&Arc<SubmitGate>> {
+        self.gate.as_ref()
+    }
+
     fn batch_submitter<A: Payload, R: Payload>(&self, f: fn(A) -> R) -> BatchSubmit<A, R> {
         let shared = self.shared.clone();
         Box::new(move |items| SlurmPool::submit_batch(&shared, f, items))
@@ -157,13 +173,6 @@ impl Dispatch for SlurmPool {
 }
 
 impl Executor for SlurmPool {
-    fn submit<A: Payload, R: Payload>(&self, f: fn(A) -> R, arg: A) -> TaskFuture<R> {
-        match SlurmPool::submit_batch(&self.shared, f, vec![arg]).pop() {
-            Some(fut) => fut,
-            None => TaskFuture::ready(Err(TaskError::Shutdown)),
-        }
-    }
-
     fn shutdown(&self, wait: bool, cancel_pending: bool) {
         self.shared.shutdown_steps(wait, cancel_pending);
     }

@@ -7,7 +7,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
-use poolrun_core::backend::{default_window, task_pair, BatchSubmit, Dispatch, Stop};
+use poolrun_core::backend::{default_window, task_pair, BatchSubmit, Dispatch, Stop, SubmitGate};
 use poolrun_core::gil::{Gil, GilMode};
 use poolrun_core::{
     Deadline, Executor, Mode, Payload, PoolConfig, PoolError, PoolStats, TaskError, TaskFuture,
@@ -33,6 +33,7 @@ static POOL_IDS: AtomicU64 = AtomicU64::new(1);
 /// ```
 pub struct ThreadPool {
     shared: Arc<PoolShared>,
+    gate: Option<Arc<SubmitGate>>,
 }
 
 impl ThreadPool {
@@ -52,8 +53,9 @@ impl ThreadPool {
             None => None,
         };
         let n = cfg.get_workers();
+        let gate = SubmitGate::for_config(&cfg).map(Arc::new);
         let shared = PoolShared::new(id, cfg, gil, timer, worker::spawn);
-        let pool = ThreadPool { shared };
+        let pool = ThreadPool { shared, gate };
         for _ in 0..n {
             pool.shared.spawn_worker()?; // on error, dropping `pool` stops what started
         }
@@ -109,18 +111,7 @@ impl ThreadPool {
 }
 
 impl Dispatch for ThreadPool {
-    fn batch_submitter<A: Payload, R: Payload>(&self, f: fn(A) -> R) -> BatchSubmit<A, R> {
-        let shared = self.shared.clone();
-        Box::new(move |items| ThreadPool::submit_batch(&shared, f, items))
-    }
-
-    fn map_window(&self) -> usize {
-        default_window(self.workers())
-    }
-}
-
-impl Executor for ThreadPool {
-    fn submit<A: Payload, R: Payload>(&self, f: fn(A) -> R, arg: A) -> TaskFuture<R> {
+    fn submit_now<A: Payload, R: Payload>(&self, f: fn(A) -> R, arg: A) -> TaskFuture<R> {
         if self.shared.is_closed() {
             return TaskFuture::ready(Err(TaskError::Shutdown));
         }
@@ -141,6 +132,21 @@ impl Executor for ThreadPool {
         fut
     }
 
+    fn submit_gate(&self) -> Option<&Arc<SubmitGate>> {
+        self.gate.as_ref()
+    }
+
+    fn batch_submitter<A: Payload, R: Payload>(&self, f: fn(A) -> R) -> BatchSubmit<A, R> {
+        let shared = self.shared.clone();
+        Box::new(move |items| ThreadPool::submit_batch(&shared, f, items))
+    }
+
+    fn map_window(&self) -> usize {
+        default_window(self.workers())
+    }
+}
+
+impl Executor for ThreadPool {
     fn shutdown(&self, wait: bool, cancel_pending: bool) {
         self.shared.shutdown_steps(wait, cancel_pending);
     }
