@@ -417,7 +417,10 @@ macro_rules! conformance {
                     p.submit_timeout(square, 8, Duration::from_millis(30)),
                     Err(8)
                 ));
-                assert!(q2.cancel() || q2.done(), "q2 is queued behind a 400 ms task");
+                assert!(
+                    q2.cancel() || q2.done(),
+                    "q2 is queued behind a 400 ms task"
+                );
                 let f = match p.try_submit(square, 4) {
                     Ok(f) => f,
                     Err(_) => panic!("a cancelled task gives its slot back"),
@@ -426,7 +429,10 @@ macro_rules! conformance {
                 let g = p.submit(square, 5);
                 assert!(running.done(), "submit returned before any slot was freed");
                 assert_eq!(running.result(), Ok(400));
-                assert_eq!((q1.result(), f.result(), g.result()), (Ok(1), Ok(16), Ok(25)));
+                assert_eq!(
+                    (q1.result(), f.result(), g.result()),
+                    (Ok(1), Ok(16), Ok(25))
+                );
                 // map is not gated: it has its own window.
                 let v: Vec<_> = p.map(square, 0..50u64).collect();
                 assert_eq!(v.len(), 50);
