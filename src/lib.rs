@@ -1,21 +1,4 @@
-//! # poolrun
-//!
-//! Run work on a **process pool** (forked workers over `ipc-channel`, big data through shared
-//! memory) or a **thread pool** (optionally under an emulated CPython GIL) through one
-//! identical, `concurrent.futures`-style API.
-//!
-//! ```
-//! use poolrun::{Executor, Mode, Pool, PoolConfig};
-//!
-//! fn square(x: u64) -> u64 { x * x }
-//!
-//! let pool = Pool::new(Mode::Thread, PoolConfig::new().workers(2)).unwrap();
-//! let fut = pool.submit(square, 7);
-//! assert_eq!(fut.result(), Ok(49));
-//! let squares: Vec<u64> = pool.map(square, 0..5u64).map(|r| r.unwrap()).collect();
-//! assert_eq!(squares, vec![0, 1, 4, 9, 16]);
-//! ```
-
+#![doc = include_str!("guide.md")]
 #![warn(missing_docs)]
 #![forbid(unsafe_code)]
 
