@@ -31,6 +31,7 @@ mod runtime;
 pub mod shm;
 mod stats;
 pub mod sync;
+mod trace;
 mod wait;
 
 pub use config::{Mode, PoolConfig, MAX_WORKERS};

@@ -209,6 +209,7 @@ impl<R> FutureState<R> {
         if let Some(c) = self.route.as_ref().and_then(Route::counters) {
             c.record(&outcome, terminal == CANCELLED);
         }
+        crate::trace::task_done(self.route.as_ref().map_or(0, Route::task), &outcome);
         let mut outcome = Some(outcome);
         loop {
             let callbacks = std::mem::take(&mut st.callbacks);

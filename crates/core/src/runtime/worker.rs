@@ -91,6 +91,7 @@ impl WorkerRuntime {
         if let Some(msg) = &self.init_error {
             return Err(Err(msg.clone()));
         }
+        let _span = crate::trace::task_span();
         self.binding.run_task(|| run_caught(f)).map_err(Ok)
     }
 
