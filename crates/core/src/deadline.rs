@@ -48,6 +48,27 @@ impl Deadline {
         }
     }
 
+    /// Wait once on `cond` with `guard`, until this deadline at the latest: `None` if the
+    /// deadline had already passed (nothing waited), else the guard back after a wake-up,
+    /// a spurious one or the timeout (callers re-check their condition in a loop). A
+    /// poisoned lock is taken over (the guarded state stays consistent in poolrun's short
+    /// critical sections).
+    pub(crate) fn wait_on<'a, T>(
+        self,
+        cond: &std::sync::Condvar,
+        guard: std::sync::MutexGuard<'a, T>,
+    ) -> Option<std::sync::MutexGuard<'a, T>> {
+        match self.remaining() {
+            None => Some(cond.wait(guard).unwrap_or_else(|p| p.into_inner())),
+            Some(left) if left.is_zero() => None,
+            Some(left) => Some(
+                cond.wait_timeout(guard, left)
+                    .unwrap_or_else(|p| p.into_inner())
+                    .0,
+            ),
+        }
+    }
+
     /// The earlier of two deadlines.
     pub fn min(self, other: Deadline) -> Deadline {
         match (self.0, other.0) {

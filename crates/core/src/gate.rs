@@ -45,16 +45,9 @@ impl SubmitGate {
                     *held += 1;
                     return true;
                 }
-                match deadline.remaining() {
-                    None => held = self.freed.wait(held).unwrap_or_else(|p| p.into_inner()),
-                    Some(left) if left.is_zero() => return false,
-                    Some(left) => {
-                        held = self
-                            .freed
-                            .wait_timeout(held, left)
-                            .unwrap_or_else(|p| p.into_inner())
-                            .0
-                    }
+                match deadline.wait_on(&self.freed, held) {
+                    Some(next) => held = next,
+                    None => return false,
                 }
             }
         })

@@ -53,17 +53,7 @@ impl DoneQueue {
                 if let Some(i) = q.pop_front() {
                     return Some(i);
                 }
-                match deadline.remaining() {
-                    None => q = self.cond.wait(q).unwrap_or_else(|p| p.into_inner()),
-                    Some(left) if left.is_zero() => return None,
-                    Some(left) => {
-                        q = self
-                            .cond
-                            .wait_timeout(q, left)
-                            .unwrap_or_else(|p| p.into_inner())
-                            .0;
-                    }
-                }
+                q = deadline.wait_on(&self.cond, q)?;
             }
         })
     }

@@ -76,6 +76,15 @@ struct Arrays {
     done: usize,
 }
 
+/// See [`Shared::tally`].
+#[derive(Default)]
+struct Tally {
+    queued: usize,
+    running: usize,
+    done: usize,
+    busy: usize,
+}
+
 /// What the pool handle, the driver and the futures' kill route share.
 pub(crate) struct Shared {
     cfg: SlurmConfig,
@@ -245,34 +254,37 @@ impl Shared {
     }
 
     pub(crate) fn progress(&self) -> (usize, usize, usize) {
-        let mut queued = self.lock().pending.len();
+        let t = self.tally();
+        (t.queued, t.running, t.done)
+    }
+
+    /// Tasks queued (not yet running on the cluster), running, done, and the array tasks
+    /// working on a chunk now.
+    fn tally(&self) -> Tally {
+        let mut t = Tally {
+            queued: self.lock().pending.len(),
+            ..Tally::default()
+        };
         let a = self.arrays();
-        let mut running = 0;
         for arr in &a.list {
             let (q, r) = arr.counts();
-            queued += q;
-            running += r;
+            t.queued += q;
+            t.running += r;
+            t.busy += arr.busy_array_tasks();
         }
-        (queued, running, a.done)
+        t.done = a.done;
+        t
     }
 
     /// `Executor::stats`: queued = not yet running on the cluster (waiting to be submitted
     /// or in an array task Slurm has not started), running = in an array task that claimed
     /// its chunk; a "worker" is an array task working on a chunk now.
     pub(crate) fn stats(&self) -> PoolStats {
+        let t = self.tally();
         let mut s = self.counters.snapshot(self.workers);
-        let mut queued = self.lock().pending.len();
-        let a = self.arrays();
-        let mut busy = 0;
-        for arr in &a.list {
-            let (q, r) = arr.counts();
-            queued += q;
-            s.running += r;
-            busy += arr.busy_array_tasks();
-        }
-        drop(a);
-        s.queued = queued;
-        s.workers_alive = busy;
+        s.queued = t.queued;
+        s.running = t.running;
+        s.workers_alive = t.busy;
         s
     }
 

@@ -197,15 +197,11 @@ impl<R> ChunkState<R> {
                 if self.done(i) {
                     break true;
                 }
-                match deadline.remaining() {
-                    None => g = self.cond.wait(g).unwrap_or_else(|p| p.into_inner()),
-                    Some(left) if left.is_zero() => break false,
-                    Some(left) => {
-                        g = self
-                            .cond
-                            .wait_timeout(g, left)
-                            .unwrap_or_else(|p| p.into_inner())
-                            .0
+                match deadline.wait_on(&self.cond, g) {
+                    Some(next) => g = next,
+                    None => {
+                        g = self.lock();
+                        break false;
                     }
                 }
             };

@@ -151,18 +151,11 @@ impl<R> TaskFuture<R> {
                 if self.done() {
                     break true;
                 }
-                match deadline.remaining() {
+                match deadline.wait_on(&self.state.cond, st) {
+                    Some(next) => st = next,
                     None => {
-                        st = self.state.cond.wait(st).unwrap_or_else(|p| p.into_inner());
-                    }
-                    Some(left) if left.is_zero() => break false,
-                    Some(left) => {
-                        st = self
-                            .state
-                            .cond
-                            .wait_timeout(st, left)
-                            .unwrap_or_else(|p| p.into_inner())
-                            .0;
+                        st = self.state.lock();
+                        break false;
                     }
                 }
             };
