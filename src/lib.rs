@@ -7,7 +7,7 @@ use std::time::Duration;
 pub use poolrun_core::{
     as_completed, as_completed_ref, codec, gil, shm, sync, wait, AsCompleted, AsCompletedRef,
     Executor, GilMode, MapIter, MapUnordered, Mode, Payload, PoolConfig, PoolError, PoolStats,
-    ReturnWhen, TaskError, TaskFuture, MAX_WORKERS,
+    ReturnWhen, TaskError, TaskFuture, TaskOptions, MAX_WORKERS,
 };
 
 /// For pool implementations and the `poolrun` command line, not for users (see
@@ -74,6 +74,15 @@ macro_rules! delegate {
 impl Dispatch for Pool {
     fn submit_now<A: Payload, R: Payload>(&self, f: fn(A) -> R, arg: A) -> TaskFuture<R> {
         delegate!(self, p => p.submit_now(f, arg))
+    }
+
+    fn submit_now_with<A: Payload, R: Payload>(
+        &self,
+        f: fn(A) -> R,
+        arg: A,
+        opts: &TaskOptions,
+    ) -> TaskFuture<R> {
+        delegate!(self, p => p.submit_now_with(f, arg, opts))
     }
 
     fn submit_gate(&self) -> Option<&std::sync::Arc<poolrun_core::backend::SubmitGate>> {

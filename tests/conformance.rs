@@ -11,7 +11,7 @@ macro_rules! conformance {
             // kill items inside a chunk; it is the backend hook `map` is built on.)
             use poolrun::{
                 as_completed, as_completed_ref, wait, Executor, Mode, Pool, PoolConfig, PoolError,
-                ReturnWhen, TaskError,
+                ReturnWhen, TaskError, TaskOptions,
             };
             use poolrun_core::backend::Dispatch;
             use std::sync::atomic::{AtomicUsize, Ordering};
@@ -436,6 +436,38 @@ macro_rules! conformance {
                 // map is not gated: it has its own window.
                 let v: Vec<_> = p.map(square, 0..50u64).collect();
                 assert_eq!(v.len(), 50);
+            }
+
+            /// Issue 12: a timeout for one task, without a second pool; it replaces the
+            /// pool's `task_timeout` for that task, shorter or longer.
+            #[test]
+            fn per_task_timeout_without_a_second_pool() {
+                let p = pool(2);
+                let limit = Duration::from_millis(100);
+                let slow = p.submit_with(spin_forever, (), TaskOptions::new().timeout(limit));
+                let other = p.submit(spin_ms, 300);
+                assert_eq!(slow.result(), Err(TaskError::TimedOut { after: limit }));
+                assert_eq!(
+                    other.result(),
+                    Ok(300),
+                    "a task without one runs to its end"
+                );
+                assert_eq!(p.stats().timed_out, 1);
+                let q = Pool::new(
+                    MODE,
+                    PoolConfig::new()
+                        .workers(1)
+                        .task_timeout(Some(Duration::from_millis(50))),
+                )
+                .expect("pool");
+                let long = TaskOptions::new().timeout(Duration::from_secs(20));
+                assert_eq!(q.submit_with(spin_ms, 200, long).result(), Ok(200));
+                assert_eq!(
+                    q.submit(spin_forever, ()).result(),
+                    Err(TaskError::TimedOut {
+                        after: Duration::from_millis(50)
+                    })
+                );
             }
 
             #[test]

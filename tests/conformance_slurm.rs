@@ -74,6 +74,13 @@ fn submit_result_and_mode() {
     let t = Instant::now();
     assert_eq!(p.submit(square, 12).result_timeout(L), Ok(144));
     eprintln!("slurm: one submit().result() took {:?}", t.elapsed());
+    // Per-task options are refused here, clearly (the array task's pool applies the
+    // pool-wide `task_timeout` only).
+    let opts = poolrun::TaskOptions::new().timeout(Duration::from_secs(1));
+    assert!(matches!(
+        p.submit_with(square, 2, opts).result(),
+        Err(TaskError::Unsupported(_))
+    ));
     p.shutdown(true, false);
     no_jobs_left(&p);
 }

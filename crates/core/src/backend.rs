@@ -30,6 +30,24 @@ pub trait Dispatch {
     /// future.
     fn submit_now<A: Payload, R: Payload>(&self, f: fn(A) -> R, arg: A) -> TaskFuture<R>;
 
+    /// Queue `f(arg)` now with per-task settings. The default handles the default options
+    /// and refuses the rest (the future fails `Unsupported`): a backend that supports a
+    /// setting overrides this.
+    fn submit_now_with<A: Payload, R: Payload>(
+        &self,
+        f: fn(A) -> R,
+        arg: A,
+        opts: &crate::TaskOptions,
+    ) -> TaskFuture<R> {
+        if *opts == crate::TaskOptions::default() {
+            self.submit_now(f, arg)
+        } else {
+            TaskFuture::ready(Err(crate::TaskError::Unsupported(
+                "per-task options (TaskOptions) in this mode".into(),
+            )))
+        }
+    }
+
     /// The pool's backpressure gate (`PoolConfig::max_queued`), if it has one.
     fn submit_gate(&self) -> Option<&std::sync::Arc<SubmitGate>> {
         None

@@ -55,6 +55,10 @@ pub enum TaskError {
     /// The worker's initializer failed, so the worker could not run tasks.
     #[error("the worker initializer failed: {0}")]
     Initializer(String),
+    /// The pool's mode does not support what was asked for this task (a per-task option
+    /// a backend cannot honour); the message says what.
+    #[error("not supported: {0}")]
+    Unsupported(String),
     /// The pool gave up on its workers (for example, they kept dying at start-up faster than
     /// the restart-intensity limit allows), so the task could not be run.
     #[error("the pool is broken: {0}")]

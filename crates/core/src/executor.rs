@@ -4,7 +4,7 @@ use std::time::Duration;
 
 use crate::backend::{Dispatch, IterSource};
 use crate::Deadline;
-use crate::{MapIter, MapUnordered, Mode, Payload, PoolStats, TaskFuture};
+use crate::{MapIter, MapUnordered, Mode, Payload, PoolStats, TaskFuture, TaskOptions};
 
 /// What a pool can do, identically for threads, processes and a cluster.
 ///
@@ -33,6 +33,22 @@ pub trait Executor: Dispatch + Send + Sync {
             Ok(fut) => fut,
             // (a gate never refuses a wait without a deadline)
             Err(_) => TaskFuture::ready(Err(crate::TaskError::Shutdown)),
+        }
+    }
+
+    /// Like [`submit`](Self::submit), with per-task settings ([`TaskOptions`]: a timeout
+    /// for this task alone), without a second pool.
+    fn submit_with<A: Payload, R: Payload>(
+        &self,
+        f: fn(A) -> R,
+        arg: A,
+        opts: TaskOptions,
+    ) -> TaskFuture<R> {
+        match gated(self, Deadline::NEVER, || {
+            self.submit_now_with(f, arg, &opts)
+        }) {
+            Some(fut) => fut,
+            None => TaskFuture::ready(Err(crate::TaskError::Shutdown)),
         }
     }
 
@@ -126,14 +142,32 @@ fn gated_submit<E: Executor + ?Sized, A: Payload, R: Payload>(
     arg: A,
     deadline: Deadline,
 ) -> Result<TaskFuture<R>, A> {
+    let mut arg = Some(arg);
+    let fut = gated(pool, deadline, || match arg.take() {
+        Some(a) => pool.submit_now(f, a),
+        None => TaskFuture::ready(Err(crate::TaskError::Shutdown)),
+    });
+    match (fut, arg) {
+        (Some(fut), _) => Ok(fut),
+        (None, Some(a)) => Err(a),
+        (None, None) => Ok(TaskFuture::ready(Err(crate::TaskError::Shutdown))),
+    }
+}
+
+/// Run `submit` under the pool's gate: `None` if no slot freed by `deadline`.
+fn gated<E: Executor + ?Sized, R>(
+    pool: &E,
+    deadline: Deadline,
+    submit: impl FnOnce() -> TaskFuture<R>,
+) -> Option<TaskFuture<R>> {
     let Some(gate) = pool.submit_gate() else {
-        return Ok(pool.submit_now(f, arg));
+        return Some(submit());
     };
     if !gate.acquire(deadline) {
-        return Err(arg);
+        return None;
     }
-    let fut = pool.submit_now(f, arg);
+    let fut = submit();
     let gate = gate.clone();
     fut.add_done_callback(move |_| gate.release());
-    Ok(fut)
+    Some(fut)
 }

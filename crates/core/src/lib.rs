@@ -27,6 +27,7 @@ mod gate;
 pub mod gil;
 mod map;
 mod map_entry;
+mod options;
 mod runtime;
 pub mod shm;
 mod stats;
@@ -41,6 +42,7 @@ pub use executor::Executor;
 pub use future::TaskFuture;
 pub use gil::GilMode;
 pub use map::{MapIter, MapUnordered};
+pub use options::TaskOptions;
 pub use stats::PoolStats;
 pub use wait::{as_completed, as_completed_ref, wait, AsCompleted, AsCompletedRef, ReturnWhen};
 

@@ -54,8 +54,9 @@ const MAX_REQUEUES: u32 = 16;
 enum WorkerEnd {
     /// Its result channel closed (it exited or died) or broke.
     Gone,
-    /// It exceeded `task_timeout` running this item and was killed.
-    TimedOut(u64),
+    /// It exceeded its timeout (the item's own, or `task_timeout`) running this item and
+    /// was killed.
+    TimedOut(u64, Duration),
     /// Its initializer failed.
     InitFailed(String),
 }
@@ -204,6 +205,34 @@ fn life(pool: &Arc<PoolShared>, idx: usize, w: Started) {
     settle(pool, idx, held, end, running, pid, info, ready, killing);
 }
 
+/// The running item's time limit, looked up once per item: its own timeout when tasks
+/// with their own are about (`TaskOptions`), else the pool's `task_timeout`.
+#[derive(Default)]
+struct RunningLimit {
+    /// The item looked up last, and its limit.
+    last: Option<(u64, Option<Duration>)>,
+}
+
+impl RunningLimit {
+    fn limit(&mut self, pool: &PoolShared, idx: usize, id: u64) -> Option<Duration> {
+        if !pool
+            .per_task_timeouts
+            .load(std::sync::atomic::Ordering::Relaxed)
+        {
+            return pool.task_timeout;
+        }
+        if let Some((last, limit)) = self.last {
+            if last == id {
+                return limit;
+            }
+        }
+        let own = pool.lock().timeout_of(idx, id).flatten();
+        let limit = own.or(pool.task_timeout);
+        self.last = Some((id, limit));
+        limit
+    }
+}
+
 /// What one message from the worker means for its collector.
 enum Next {
     Continue,
@@ -227,6 +256,7 @@ fn receive(
 ) -> (WorkerEnd, bool) {
     let mut ready = false;
     let mut buf = Vec::new();
+    let mut timeouts = RunningLimit::default();
     let handle = |msg: FromWorker, ready: &mut bool| -> Next {
         match msg {
             FromWorker::Ready => {
@@ -282,26 +312,29 @@ fn receive(
         if results.closed() {
             return (WorkerEnd::Gone, ready); // it exited; what it published is delivered
         }
-        // With a task timeout, wake at the running item's deadline, or — nothing running
-        // now — after one timeout at the most (an item that begins meanwhile is seen then,
-        // and its own deadline is later).
-        let wait = match pool.task_timeout {
-            None => DISCONNECT_POLL,
+        // With a timeout for the running item (its own, or the pool's), wake at its
+        // deadline; nothing running: wake after one pool timeout at the most (an item that
+        // begins meanwhile is seen then), or the disconnect poll.
+        let (running, since) = status.running();
+        let limit = match running {
+            0 => None,
+            id => timeouts.limit(pool, idx, id),
+        };
+        let wait = match limit {
             Some(t) => {
-                let (running, since) = status.running();
-                if running != 0 {
-                    let deadline =
-                        since.saturating_add(u64::try_from(t.as_nanos()).unwrap_or(u64::MAX));
-                    let now = sys::now_ns();
-                    if now >= deadline {
-                        sys::kill_worker(pid); // ours, not reaped (F3)
-                        return (WorkerEnd::TimedOut(running), ready);
-                    }
-                    Duration::from_nanos(deadline - now).min(DISCONNECT_POLL)
-                } else {
-                    t.min(DISCONNECT_POLL)
+                let deadline =
+                    since.saturating_add(u64::try_from(t.as_nanos()).unwrap_or(u64::MAX));
+                let now = sys::now_ns();
+                if now >= deadline {
+                    sys::kill_worker(pid); // ours, not reaped (F3)
+                    return (WorkerEnd::TimedOut(running, t), ready);
                 }
+                Duration::from_nanos(deadline - now).min(DISCONNECT_POLL)
             }
+            None => pool
+                .task_timeout
+                .unwrap_or(DISCONNECT_POLL)
+                .min(DISCONNECT_POLL),
         };
         results.wait(RESULT_SPIN, Some(wait));
         if !results.core().has_data() && !results.closed() {
@@ -392,7 +425,7 @@ fn settle(
 ) {
     let pid = u32::try_from(pid.as_raw()).unwrap_or(0);
     let blamed = match &end {
-        WorkerEnd::TimedOut(id) => *id,
+        WorkerEnd::TimedOut(id, _) => *id,
         _ => running,
     };
     let mut back = Vec::new();
@@ -407,7 +440,7 @@ fn settle(
                 Some(TaskError::Initializer(msg.clone()))
             } else if blamed != 0 && item.id == blamed {
                 Some(match (&end, pool.task_timeout) {
-                    (WorkerEnd::TimedOut(_), Some(after)) => TaskError::TimedOut { after },
+                    (WorkerEnd::TimedOut(_, after), _) => TaskError::TimedOut { after: *after },
                     _ => died(pid, info),
                 })
             } else {

@@ -32,6 +32,8 @@ pub(crate) struct Item {
     promise: Option<ErasedPromise>,
     /// How often it was put back after its worker died before running it.
     pub requeues: u32,
+    /// Its own timeout (`TaskOptions`), replacing the pool's `task_timeout`.
+    pub timeout: Option<std::time::Duration>,
 }
 
 impl Item {
@@ -41,6 +43,7 @@ impl Item {
             arg,
             promise: Some(promise),
             requeues: 0,
+            timeout: None,
         }
     }
 

@@ -8,6 +8,7 @@ use std::time::Duration;
 use poolrun_core::backend::{default_window, BatchSubmit, ChunkSubmit, Dispatch, Stop, SubmitGate};
 use poolrun_core::{
     Deadline, Executor, Mode, Payload, PoolConfig, PoolError, PoolStats, TaskError, TaskFuture,
+    TaskOptions,
 };
 
 use crate::child::WorkerSetup;
@@ -202,7 +203,20 @@ pub fn task_addrs<A: Payload, R: Payload>(f: fn(A) -> R) -> (usize, usize) {
 
 impl Dispatch for ProcessPool {
     fn submit_now<A: Payload, R: Payload>(&self, f: fn(A) -> R, arg: A) -> TaskFuture<R> {
-        match self.shared.submit_batch(f, vec![arg]).pop() {
+        self.submit_now_with(f, arg, &TaskOptions::default())
+    }
+
+    fn submit_now_with<A: Payload, R: Payload>(
+        &self,
+        f: fn(A) -> R,
+        arg: A,
+        opts: &TaskOptions,
+    ) -> TaskFuture<R> {
+        match self
+            .shared
+            .submit_batch_with(f, vec![arg], opts.get_timeout())
+            .pop()
+        {
             Some(fut) => fut,
             None => TaskFuture::ready(Err(TaskError::Shutdown)),
         }

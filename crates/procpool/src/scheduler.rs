@@ -343,6 +343,17 @@ impl<L: WorkerLink> Scheduler<L> {
         self.queued_items
     }
 
+    /// The timeout of item `id`, which attached worker `idx` holds: `Some(its own
+    /// timeout, if any)`, or `None` if that worker does not hold it.
+    pub(crate) fn timeout_of(&self, idx: usize, id: u64) -> Option<Option<std::time::Duration>> {
+        let a = self.entries.get(idx)?.attached.as_ref()?;
+        a.in_flight
+            .iter()
+            .flat_map(|s| s.batch.items.iter())
+            .find(|it| it.id == id)
+            .map(|it| it.timeout)
+    }
+
     /// The attached workers' links.
     pub(crate) fn attached_links(&self) -> Vec<Arc<L>> {
         self.entries

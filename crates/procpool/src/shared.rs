@@ -43,6 +43,9 @@ pub(crate) struct PoolShared {
     /// Outcome counters for `stats()`, attached to every task's route and chunk record.
     pub counters: Arc<TaskCounters>,
     workers: usize,
+    /// Set once a task with its own timeout was submitted: collectors then look up the
+    /// running item's timeout (`TaskOptions`).
+    pub per_task_timeouts: std::sync::atomic::AtomicBool,
 }
 
 impl PoolShared {
@@ -64,6 +67,7 @@ impl PoolShared {
             route: me.clone() as Weak<dyn KillRoute>,
             counters: Arc::default(),
             workers,
+            per_task_timeouts: Default::default(),
         })
     }
 
@@ -169,8 +173,22 @@ impl PoolShared {
         f: fn(A) -> R,
         args: Vec<A>,
     ) -> Vec<TaskFuture<R>> {
+        self.submit_batch_with(f, args, None)
+    }
+
+    /// [`submit_batch`](Self::submit_batch) with a timeout for each of these tasks
+    /// (`TaskOptions`).
+    pub(crate) fn submit_batch_with<A: Payload, R: Payload>(
+        &self,
+        f: fn(A) -> R,
+        args: Vec<A>,
+        timeout: Option<Duration>,
+    ) -> Vec<TaskFuture<R>> {
+        if timeout.is_some() {
+            self.per_task_timeouts.store(true, Ordering::SeqCst);
+        }
         let mut futures = Vec::with_capacity(args.len());
-        self.submit_items(f, args, |id| {
+        self.submit_items(f, args, timeout, |id| {
             let (p, fut) = task_pair::<R>(Some(
                 Route::new(self.route.clone(), id).counted(&self.counters),
             ));
@@ -190,7 +208,7 @@ impl PoolShared {
     ) -> Arc<ChunkState<R>> {
         let chunk = ChunkState::counted(args.len(), Some(self.counters.clone()));
         let mut slot = 0;
-        self.submit_items(f, args, |_| {
+        self.submit_items(f, args, None, |_| {
             slot += 1;
             ErasedPromise::slot(&chunk, slot - 1)
         });
@@ -204,6 +222,7 @@ impl PoolShared {
         &self,
         f: fn(A) -> R,
         args: Vec<A>,
+        timeout: Option<Duration>,
         mut promise: impl FnMut(u64) -> ErasedPromise,
     ) {
         let (trampoline, func) = transport::task_addrs(f);
@@ -214,7 +233,11 @@ impl PoolShared {
         for (arg, id) in encoded.into_iter().zip(first..) {
             let p = promise(id);
             match arg {
-                Ok(arg) => items.push_back(Item::new(id, arg, p)),
+                Ok(arg) => {
+                    let mut it = Item::new(id, arg, p);
+                    it.timeout = timeout;
+                    items.push_back(it);
+                }
                 Err(e) => p.fail(e),
             }
         }

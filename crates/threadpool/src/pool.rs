@@ -11,6 +11,7 @@ use poolrun_core::backend::{default_window, task_pair, BatchSubmit, Dispatch, St
 use poolrun_core::gil::{Gil, GilMode};
 use poolrun_core::{
     Deadline, Executor, Mode, Payload, PoolConfig, PoolError, PoolStats, TaskError, TaskFuture,
+    TaskOptions,
 };
 
 use crate::shared::PoolShared;
@@ -99,6 +100,7 @@ impl ThreadPool {
                 arg,
                 id,
                 promise,
+                timeout: None,
             })
         } else {
             Box::new(Chunk { f, items: work })
@@ -112,6 +114,15 @@ impl ThreadPool {
 
 impl Dispatch for ThreadPool {
     fn submit_now<A: Payload, R: Payload>(&self, f: fn(A) -> R, arg: A) -> TaskFuture<R> {
+        self.submit_now_with(f, arg, &TaskOptions::default())
+    }
+
+    fn submit_now_with<A: Payload, R: Payload>(
+        &self,
+        f: fn(A) -> R,
+        arg: A,
+        opts: &TaskOptions,
+    ) -> TaskFuture<R> {
         if self.shared.is_closed() {
             return TaskFuture::ready(Err(TaskError::Shutdown));
         }
@@ -125,6 +136,7 @@ impl Dispatch for ThreadPool {
             arg,
             id,
             promise,
+            timeout: opts.get_timeout(),
         });
         if let Err(job) = self.shared.enqueue(job) {
             job.abandon(TaskError::Shutdown);

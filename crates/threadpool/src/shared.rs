@@ -88,7 +88,9 @@ pub(crate) struct PoolShared {
     pub id: u64,
     pub cfg: PoolConfig,
     pub gil: Option<Gil>,
-    pub timer: Option<Timer>,
+    /// The deadline timer: started with the pool when it has a `task_timeout`, else on the
+    /// first task with its own timeout (`TaskOptions`).
+    timer: std::sync::OnceLock<Timer>,
     /// The queue's only sender; `None` once closed (see the module docs).
     tx: RwLock<Option<Sender<Box<dyn Work>>>>,
     rx: Receiver<Box<dyn Work>>,
@@ -127,7 +129,7 @@ impl PoolShared {
             id,
             cfg,
             gil,
-            timer,
+            timer: timer.map(std::sync::OnceLock::from).unwrap_or_default(),
             tx: RwLock::new(Some(tx)),
             rx,
             closed: AtomicBool::new(false),
@@ -163,6 +165,19 @@ impl PoolShared {
 
     pub(crate) fn queued(&self) -> usize {
         self.rx.len()
+    }
+
+    /// The deadline timer, started now if the pool has none yet (`None` if its thread
+    /// cannot start: the caller fails the task).
+    pub(crate) fn timer(&self) -> Option<&Timer> {
+        if let Some(t) = self.timer.get() {
+            return Some(t);
+        }
+        let t = Timer::start(format!("poolrun-timer-{}", self.id)).ok()?;
+        if let Err(t) = self.timer.set(t) {
+            t.stop(); // another thread started one first
+        }
+        self.timer.get()
     }
 
     pub(crate) fn live(&self) -> usize {
@@ -269,7 +284,7 @@ impl PoolShared {
         for w in self.workers().iter().filter_map(|w| w.upgrade()) {
             w.stop.store(true, Ordering::SeqCst);
         }
-        if let Some(t) = &self.timer {
+        if let Some(t) = self.timer.get() {
             t.stop();
         }
     }
@@ -335,7 +350,7 @@ impl Stop for PoolShared {
             );
         }
         if done && !self.threads.contains_current() {
-            if let Some(t) = &self.timer {
+            if let Some(t) = self.timer.get() {
                 t.stop();
             }
         }

@@ -17,6 +17,8 @@ pub(crate) struct Single<A, R> {
     pub arg: A,
     pub id: u64,
     pub promise: Promise<R>,
+    /// Its own timeout (`TaskOptions`), replacing the pool's.
+    pub timeout: Option<Duration>,
 }
 
 /// A chunk of tasks from `map`, run in order on one worker; each has its own future.
@@ -32,8 +34,26 @@ impl<A: Send + 'static, R: Send + 'static> Work for Single<A, R> {
             arg,
             id,
             promise,
+            timeout,
         } = *self;
-        usize::from(run_one(f, arg, id, promise, ctx))
+        let Some(t) = timeout else {
+            return usize::from(run_one(f, arg, id, promise, ctx));
+        };
+        let Some(timer) = ctx.pool.timer() else {
+            if promise.start() {
+                promise.complete(Err(TaskError::Unsupported(
+                    "a task timeout: the timer thread could not start".into(),
+                )));
+            }
+            return 0;
+        };
+        let own = TaskCtx {
+            rt: ctx.rt,
+            state: ctx.state,
+            pool: ctx.pool,
+            timeout: Some((t, timer)),
+        };
+        usize::from(run_one(f, arg, id, promise, &own))
     }
 
     fn abandon(self: Box<Self>, err: TaskError) {

@@ -51,7 +51,10 @@ fn main(pool: Arc<PoolShared>, state: Arc<WorkerState>) {
         rt: &rt,
         state: &state,
         pool: &pool,
-        timeout: pool.cfg.get_task_timeout().zip(pool.timer.as_ref()),
+        timeout: pool
+            .cfg
+            .get_task_timeout()
+            .and_then(|t| pool.timer().map(|tm| (t, tm))),
     };
     let limit = pool.cfg.get_max_tasks_per_child();
     let mut ran = 0usize;
