@@ -85,6 +85,10 @@ impl Dispatch for Pool {
         delegate!(self, p => p.submit_now_with(f, arg, opts))
     }
 
+    fn context_type(&self) -> Option<std::any::TypeId> {
+        delegate!(self, p => p.context_type())
+    }
+
     fn submit_gate(&self) -> Option<&std::sync::Arc<poolrun_core::backend::SubmitGate>> {
         delegate!(self, p => p.submit_gate())
     }

@@ -470,6 +470,51 @@ macro_rules! conformance {
                 );
             }
 
+            /// Issue 12: a per-pool context, built once per worker and lent to each task
+            /// by reference; it survives worker replacement; a wrong type is refused.
+            #[test]
+            fn context_is_lent_to_every_task_and_survives_respawns() {
+                // (the context's type is `Vec<u64>`: a context task takes `&C` exactly)
+                #[allow(clippy::ptr_arg)]
+                fn lookup(table: &Vec<u64>, i: usize) -> u64 {
+                    table[i] * 10
+                }
+                #[allow(clippy::ptr_arg)]
+                fn where_is(table: &Vec<u64>, _: ()) -> (u32, usize) {
+                    (std::process::id(), table.as_ptr() as usize)
+                }
+                fn wrong(_: &String, _: ()) -> u8 {
+                    0
+                }
+                let cfg = PoolConfig::new()
+                    .workers(2)
+                    .max_tasks_per_child(Some(3))
+                    .context(vec![1u64, 2, 3]);
+                let p = Pool::new(MODE, cfg).expect("pool");
+                let fs: Vec<_> = (0..30).map(|i| p.submit_ctx(lookup, i % 3)).collect();
+                for (i, f) in fs.into_iter().enumerate() {
+                    assert_eq!(f.result(), Ok((i % 3 + 1) as u64 * 10));
+                }
+                let places: std::collections::HashSet<_> = (0..6)
+                    .map(|_| p.submit_ctx(where_is, ()).result().unwrap())
+                    .collect();
+                if MODE == Mode::Thread {
+                    let addrs: std::collections::HashSet<_> =
+                        places.iter().map(|&(_, a)| a).collect();
+                    assert_eq!(addrs.len(), 1, "thread mode shares one value: {places:?}");
+                } else {
+                    assert!(p.stats().worker_restarts >= 5, "recycled: {:?}", p.stats());
+                }
+                assert!(matches!(
+                    p.submit_ctx(wrong, ()).result(),
+                    Err(TaskError::Unsupported(_))
+                ));
+                assert!(matches!(
+                    pool(1).submit_ctx(lookup, 0).result(),
+                    Err(TaskError::Unsupported(_))
+                ));
+            }
+
             #[test]
             fn shutdown_wait_runs_queued_work() {
                 let p = pool(1);

@@ -76,6 +76,11 @@ fn submit_result_and_mode() {
     eprintln!("slurm: one submit().result() took {:?}", t.elapsed());
     // Per-task options are refused here, clearly (the array task's pool applies the
     // pool-wide `task_timeout` only).
+    let with_ctx = PoolConfig::new().workers(1).context(5u64);
+    assert!(matches!(
+        poolrun::slurm::SlurmPool::new(with_ctx, poolrun::slurm::SlurmConfig::from_env().unwrap()),
+        Err(poolrun::PoolError::InvalidConfig(m)) if m.contains("context")
+    ));
     let opts = poolrun::TaskOptions::new().timeout(Duration::from_secs(1));
     assert!(matches!(
         p.submit_with(square, 2, opts).result(),

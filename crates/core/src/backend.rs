@@ -7,6 +7,7 @@
 //! `TaskFuture::kill`, and running tasks on a worker through [`WorkerRuntime`].
 
 pub use crate::config::Initializer;
+pub use crate::context::{ContextSpec, SharedContext};
 pub use crate::future::ChunkState;
 pub use crate::future::{task_pair, ErasedPromise, KillRoute, Promise, Route};
 pub use crate::gate::SubmitGate;
@@ -46,6 +47,12 @@ pub trait Dispatch {
                 "per-task options (TaskOptions) in this mode".into(),
             )))
         }
+    }
+
+    /// The type of the pool's context (`PoolConfig::context`), in a backend that lends it
+    /// to `submit_ctx` tasks (thread and process pools).
+    fn context_type(&self) -> Option<std::any::TypeId> {
+        None
     }
 
     /// The pool's backpressure gate (`PoolConfig::max_queued`), if it has one.

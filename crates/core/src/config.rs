@@ -146,6 +146,7 @@ pub struct PoolConfig {
     max_tasks_per_child: Option<usize>,
     initializer: Option<Initializer>,
     max_queued: Option<usize>,
+    context: Option<crate::context::ContextSpec>,
 }
 
 impl Default for PoolConfig {
@@ -171,6 +172,7 @@ impl PoolConfig {
             max_tasks_per_child: None,
             initializer: None,
             max_queued: None,
+            context: None,
         }
     }
 
@@ -210,6 +212,23 @@ impl PoolConfig {
     /// which may be itself: give such pools room, or use `try_submit` there.
     pub fn max_queued(mut self, n: Option<usize>) -> Self {
         self.max_queued = n;
+        self
+    }
+
+    /// A context every `submit_ctx` task gets by reference, built once per worker: thread
+    /// mode shares this very value, process mode gives each worker (and each replacement)
+    /// its own copy, decoded once at its start. For configuration, lookup tables, clients —
+    /// what a CPython program keeps in a module global set by its initializer.
+    ///
+    /// ```
+    /// use poolrun_core::PoolConfig;
+    /// # #[derive(serde::Serialize, serde::Deserialize)]
+    /// struct Settings { scale: u64 }
+    /// let cfg = PoolConfig::new().context(Settings { scale: 10 });
+    /// // tasks: fn(&Settings, A) -> R, submitted with `pool.submit_ctx(f, arg)`
+    /// ```
+    pub fn context<C: Payload + Sync>(mut self, value: C) -> Self {
+        self.context = Some(crate::context::ContextSpec::new(value));
         self
     }
 
@@ -258,6 +277,10 @@ impl PoolConfig {
     /// The configured recycling limit.
     pub fn get_max_tasks_per_child(&self) -> Option<usize> {
         self.max_tasks_per_child
+    }
+    /// The configured context.
+    pub fn get_context(&self) -> Option<&crate::context::ContextSpec> {
+        self.context.as_ref()
     }
     /// The configured bound on waiting tasks.
     pub fn get_max_queued(&self) -> Option<usize> {

@@ -36,6 +36,33 @@ pub trait Executor: Dispatch + Send + Sync {
         }
     }
 
+    /// Schedule `f(&context, arg)`: `f` borrows the pool's context
+    /// ([`PoolConfig::context`](crate::PoolConfig::context)), built once per worker. Thread
+    /// and process mode; a pool without a context of type `C` (or the Slurm backend) fails
+    /// the future at once with [`TaskError::Unsupported`](crate::TaskError::Unsupported).
+    ///
+    /// ```
+    /// use poolrun_core::{Executor, TaskFuture};
+    /// fn scaled(scale: &u64, x: u64) -> u64 { scale * x }
+    /// // pool built with `PoolConfig::new().context(10u64)`
+    /// fn run(pool: &impl Executor) -> TaskFuture<u64> { pool.submit_ctx(scaled, 4) }
+    /// ```
+    fn submit_ctx<C, A, R>(&self, f: fn(&C, A) -> R, arg: A) -> TaskFuture<R>
+    where
+        C: Payload + Sync,
+        A: Payload,
+        R: Payload,
+    {
+        if self.context_type() != Some(std::any::TypeId::of::<C>()) {
+            return TaskFuture::ready(Err(crate::TaskError::Unsupported(format!(
+                "submit_ctx: this pool has no context of type {} (PoolConfig::context; \
+                 thread and process mode)",
+                std::any::type_name::<C>()
+            ))));
+        }
+        self.submit(crate::context::ctx_task::<C, A, R>, (f as usize, arg))
+    }
+
     /// Like [`submit`](Self::submit), with per-task settings ([`TaskOptions`]: a timeout
     /// for this task alone), without a second pool.
     fn submit_with<A: Payload, R: Payload>(

@@ -19,6 +19,7 @@ pub mod backend;
 mod chunking;
 pub mod codec;
 mod config;
+mod context;
 mod deadline;
 mod error;
 mod executor;

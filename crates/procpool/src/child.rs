@@ -58,6 +58,8 @@ pub(crate) struct WorkerSetup {
     pub gil: GilMode,
     /// Exit cleanly after this many tasks.
     pub max_tasks: Option<usize>,
+    /// The pool's context (`PoolConfig::context`): each worker decodes its own copy.
+    pub context: Option<poolrun_core::backend::ContextSpec>,
 }
 
 /// How a worker talks to its parent: the rings (the fast path) and the channels (big
@@ -191,7 +193,8 @@ fn main_loop(setup: &WorkerSetup, io: &WorkerIo, status: &StatusPage) -> i32 {
         gil,
         Arc::new(AtomicBool::new(false)),
         setup.initializer.as_ref(),
-    );
+    )
+    .with_context(setup.context.as_ref().map(|c| c.decode_copy()));
     let mut wire: Vec<u8> = Vec::new();
     if let Some(msg) = rt.init_error() {
         let _ = io.send(FromWorker::InitFailed(msg.to_string()), &mut wire);

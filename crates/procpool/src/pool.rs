@@ -103,6 +103,7 @@ impl ProcessPool {
             initializer: cfg.get_initializer().cloned(),
             gil: cfg.get_gil(),
             max_tasks: cfg.get_max_tasks_per_child(),
+            context: cfg.get_context().cloned(),
         });
         let mut handles = Vec::with_capacity(n);
         let mut first_err = None;
@@ -220,6 +221,10 @@ impl Dispatch for ProcessPool {
             Some(fut) => fut,
             None => TaskFuture::ready(Err(TaskError::Shutdown)),
         }
+    }
+
+    fn context_type(&self) -> Option<std::any::TypeId> {
+        self.shared.setup.context.as_ref().map(|c| c.type_id())
     }
 
     fn submit_gate(&self) -> Option<&Arc<SubmitGate>> {

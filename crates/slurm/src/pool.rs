@@ -74,6 +74,13 @@ impl SlurmPool {
     fn build(cfg: PoolConfig, slurm: SlurmConfig, defer: bool) -> Result<SlurmPool, PoolError> {
         arraytask::keep_entry();
         cfg.validate()?;
+        if cfg.get_context().is_some() {
+            return Err(PoolError::InvalidConfig(
+                "PoolConfig::context is not supported by the Slurm backend (thread and \
+                 process mode only): pass the value in each task's argument"
+                    .into(),
+            ));
+        }
         slurm.validate()?;
         crate::cluster::check_available().map_err(PoolError::Spawn)?;
         crate::cluster::test_only(&slurm.sbatch_options()).map_err(|e| {

@@ -144,6 +144,10 @@ impl Dispatch for ThreadPool {
         fut
     }
 
+    fn context_type(&self) -> Option<std::any::TypeId> {
+        self.shared.cfg.get_context().map(|c| c.type_id())
+    }
+
     fn submit_gate(&self) -> Option<&Arc<SubmitGate>> {
         self.gate.as_ref()
     }

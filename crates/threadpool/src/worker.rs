@@ -37,7 +37,8 @@ fn main(pool: Arc<PoolShared>, state: Arc<WorkerState>) {
         pool.gil.clone(),
         state.stop.clone(),
         pool.cfg.get_initializer(),
-    );
+    )
+    .with_context(pool.cfg.get_context().map(|c| Ok(c.shared())));
     if let Some(msg) = rt.init_error() {
         pool.init_report.once(|| {
             format!(

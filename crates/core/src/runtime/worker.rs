@@ -71,6 +71,26 @@ impl WorkerRuntime {
         }
     }
 
+    /// Lend `ctx` to this worker's `submit_ctx` tasks (`PoolConfig::context`): installed in
+    /// the calling (worker) thread. An `Err` (the context did not decode in this worker)
+    /// fails every task like a failed initializer.
+    pub fn with_context(
+        mut self,
+        ctx: Option<Result<crate::context::SharedContext, String>>,
+    ) -> Self {
+        match ctx {
+            Some(Ok(c)) => crate::context::install(Some(c)),
+            Some(Err(msg)) => {
+                crate::context::install(None);
+                if self.init_error.is_none() {
+                    self.init_error = Some(msg);
+                }
+            }
+            None => crate::context::install(None),
+        }
+        self
+    }
+
     /// The initializer's failure, if it failed in this worker.
     pub fn init_error(&self) -> Option<&str> {
         self.init_error.as_deref()
