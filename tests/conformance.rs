@@ -427,7 +427,13 @@ macro_rules! conformance {
                 };
                 // Full again: a blocking submit waits until a task ends.
                 let g = p.submit(square, 5);
-                assert!(running.done(), "submit returned before any slot was freed");
+                // (a task's slot is given back by a done-callback, after the task is counted
+                // and before its future reads as done: the counter is the causal witness)
+                assert!(
+                    p.stats().completed >= 1,
+                    "submit returned before any task ended: {:?}",
+                    p.stats()
+                );
                 assert_eq!(running.result(), Ok(400));
                 assert_eq!(
                     (q1.result(), f.result(), g.result()),
@@ -513,6 +519,45 @@ macro_rules! conformance {
                     pool(1).submit_ctx(lookup, 0).result(),
                     Err(TaskError::Unsupported(_))
                 ));
+            }
+
+            /// Issue 12: start notifications — once per task that starts, before its
+            /// result; at once for a task already running; never for one cancelled first.
+            #[test]
+            fn start_callbacks_run_once_when_a_task_starts() {
+                let p = pool(1);
+                let a = p.submit(spin_ms, 200);
+                assert!(eventually(T, || a.running()));
+                let counts: Arc<Vec<AtomicUsize>> =
+                    Arc::new((0..5).map(|_| AtomicUsize::new(0)).collect());
+                let c = counts.clone();
+                a.add_start_callback(move || {
+                    c[0].fetch_add(1, Ordering::SeqCst);
+                });
+                assert_eq!(
+                    counts[0].load(Ordering::SeqCst),
+                    1,
+                    "already running: at once"
+                );
+                let bs: Vec<_> = (1..5u64).map(|i| p.submit(square, i)).collect();
+                for (k, b) in bs.iter().enumerate() {
+                    let c = counts.clone();
+                    b.add_start_callback(move || {
+                        c[k + 1].fetch_add(1, Ordering::SeqCst);
+                    });
+                }
+                assert!(bs[3].cancel(), "the last one is still queued");
+                assert_eq!(a.result(), Ok(200));
+                for (k, b) in bs.into_iter().enumerate().take(3) {
+                    assert_eq!(b.result(), Ok((k as u64 + 1).pow(2)));
+                    assert_eq!(counts[k + 1].load(Ordering::SeqCst), 1, "task {k}");
+                }
+                assert_eq!(
+                    counts[4].load(Ordering::SeqCst),
+                    0,
+                    "cancelled: never started"
+                );
+                assert_eq!(counts[0].load(Ordering::SeqCst), 1);
             }
 
             #[test]

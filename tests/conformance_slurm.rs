@@ -72,7 +72,15 @@ fn submit_result_and_mode() {
     assert_eq!(p.mode(), Mode::Slurm);
     assert_eq!(p.workers(), 2);
     let t = Instant::now();
-    assert_eq!(p.submit(square, 12).result_timeout(L), Ok(144));
+    let f = p.submit(square, 12);
+    let started = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let s2 = started.clone();
+    f.add_start_callback(move || s2.store(true, std::sync::atomic::Ordering::SeqCst));
+    assert_eq!(f.result_timeout(L), Ok(144));
+    assert!(
+        started.load(std::sync::atomic::Ordering::SeqCst),
+        "start callback ran"
+    );
     eprintln!("slurm: one submit().result() took {:?}", t.elapsed());
     // Per-task options are refused here, clearly (the array task's pool applies the
     // pool-wide `task_timeout` only).

@@ -9,7 +9,9 @@
 pub use crate::config::Initializer;
 pub use crate::context::{ContextSpec, SharedContext};
 pub use crate::future::ChunkState;
-pub use crate::future::{task_pair, ErasedPromise, KillRoute, Promise, Route};
+pub use crate::future::{
+    run_start_callbacks, task_pair, ErasedPromise, KillRoute, Promise, Route, StartCallback,
+};
 pub use crate::gate::SubmitGate;
 pub use crate::map::{ChunkSource, ChunkSubmit, IterSource, Submitted};
 pub use crate::runtime::{

@@ -10,7 +10,7 @@ use std::collections::VecDeque;
 use std::fmt;
 use std::sync::atomic::{AtomicU64, Ordering};
 
-use poolrun_core::backend::ErasedPromise;
+use poolrun_core::backend::{ErasedPromise, StartCallback};
 use poolrun_core::TaskError;
 
 use crate::transport::Arg;
@@ -52,9 +52,12 @@ impl Item {
         self.promise.as_ref().is_none_or(|p| p.is_done())
     }
 
-    /// PENDING → RUNNING (or still running); false if it was cancelled or killed.
-    pub(crate) fn start(&self) -> bool {
-        self.promise.as_ref().is_some_and(|p| p.start())
+    /// PENDING → RUNNING (or still running); false if it was cancelled or killed. Called
+    /// under the scheduler lock: start callbacks go to `deferred`, run after it.
+    pub(crate) fn start(&self, deferred: &mut Vec<StartCallback>) -> bool {
+        self.promise
+            .as_ref()
+            .is_some_and(|p| p.start_deferred(deferred))
     }
 
     /// Cancel it if it has not started.

@@ -23,6 +23,7 @@
 use std::collections::VecDeque;
 use std::sync::Arc;
 
+use poolrun_core::backend::StartCallback;
 use poolrun_core::TaskError;
 
 use crate::item::{Batch, Item};
@@ -71,6 +72,8 @@ pub(crate) enum Action<L> {
     Send(Arc<L>, Outgoing),
     /// Fail every item of `batch` with `err` (outside the lock).
     Fail(Batch, TaskError),
+    /// Run these start callbacks (outside the lock).
+    Started(Vec<StartCallback>),
 }
 
 struct Sent {
@@ -487,7 +490,11 @@ impl<L: WorkerLink> Scheduler<L> {
     /// Send batch `b` to the worker of entry `i` (attached): items cancelled meanwhile are
     /// dropped (their futures are done; dropping them runs nothing), the rest start.
     fn send(&mut self, i: usize, mut b: Batch, out: &mut Vec<Action<L>>) {
-        b.items.retain(|it| it.start());
+        let mut started = Vec::new();
+        b.items.retain(|it| it.start(&mut started));
+        if !started.is_empty() {
+            out.push(Action::Started(started));
+        }
         if b.items.is_empty() {
             return;
         }

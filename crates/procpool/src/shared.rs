@@ -9,8 +9,8 @@ use std::sync::{Arc, Mutex, MutexGuard, Weak};
 use std::time::Duration;
 
 use poolrun_core::backend::{
-    task_pair, ChunkState, ErasedPromise, InitReport, KillRoute, Route, Stop, TaskCounters,
-    ThreadSet,
+    run_start_callbacks, task_pair, ChunkState, ErasedPromise, InitReport, KillRoute, Route, Stop,
+    TaskCounters, ThreadSet,
 };
 use poolrun_core::{Payload, PoolStats, TaskError, TaskFuture};
 
@@ -83,6 +83,7 @@ impl PoolShared {
         let t = f(&mut s);
         let mut links: Vec<Arc<Link>> = Vec::new();
         let mut fails = Vec::new();
+        let mut started = Vec::new();
         for a in s.dispatch() {
             match a {
                 Action::Send(link, msg) => {
@@ -92,9 +93,11 @@ impl PoolShared {
                     }
                 }
                 Action::Fail(b, e) => fails.push((b, e)),
+                Action::Started(cbs) => started.extend(cbs),
             }
         }
         drop(s);
+        run_start_callbacks(started);
         for l in links {
             if !l.flush() {
                 // Gone or broken: kill it (if still attached) so its collector replaces it

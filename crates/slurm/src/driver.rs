@@ -453,7 +453,11 @@ fn submit_array(s: &Arc<Shared>, batch: Vec<Pending>) {
     let dir = match s.dir.create_array(k) {
         Ok(d) => d,
         Err(e) => {
-            let live = batch.into_iter().filter(|p| p.promise.start());
+            // Started only to fail: their start callbacks never run (they never ran).
+            let mut never = Vec::new();
+            let live = batch
+                .into_iter()
+                .filter(|p| p.promise.start_deferred(&mut never));
             let promises = live.map(|p| p.promise).collect();
             return fail(promises, format!("cannot create the array directory: {e}"));
         }
@@ -461,9 +465,13 @@ fn submit_array(s: &Arc<Shared>, batch: Vec<Pending>) {
     // The tasks start and the array is followed in one step under the arrays lock: from
     // the moment a future reports `running()`, `kill()` finds its task here (the array has
     // no job id until `sbatch` answers). A task cancelled before this point is dropped.
+    let mut started = Vec::new();
     let (slot, files, array_tasks) = {
         let mut a = s.arrays();
-        let live: Vec<Pending> = batch.into_iter().filter(|p| p.promise.start()).collect();
+        let live: Vec<Pending> = batch
+            .into_iter()
+            .filter(|p| p.promise.start_deferred(&mut started))
+            .collect();
         if live.is_empty() {
             drop(a);
             let _ = std::fs::remove_dir_all(&dir);
@@ -474,6 +482,8 @@ fn submit_array(s: &Arc<Shared>, batch: Vec<Pending>) {
         a.list.push(Array::new(dir.clone(), chunks, array_tasks));
         (a.list.len() - 1, files, array_tasks)
     };
+    // (outside the lock; "started" here means handed to the cluster, as `running()` says)
+    poolrun_core::backend::run_start_callbacks(started);
     let take_back = || -> Vec<ErasedPromise> { s.arrays().list[slot].drain() };
     let written = files
         .iter()

@@ -81,8 +81,12 @@ impl<A: Send + 'static, R: Send + 'static> Work for Chunk<A, R> {
 fn abandon_one<R>(promise: Promise<R>, err: TaskError) {
     if err == TaskError::Cancelled {
         promise.cancel();
-    } else if promise.start() {
-        promise.complete(Err(err));
+    } else {
+        // Started only to fail: its start callbacks never run (it never ran).
+        let mut never = Vec::new();
+        if promise.start_deferred(&mut never) {
+            promise.complete(Err(err));
+        }
     }
 }
 

@@ -28,7 +28,7 @@ pub use chunk::ChunkState;
 pub use promise::{task_pair, ErasedPromise, Promise};
 pub(crate) use state::DoneSink;
 use state::{run_callback, FutureState, CANCELLED, COMPLETING, FINISHED, PENDING, RUNNING};
-pub use state::{KillRoute, Route};
+pub use state::{run_start_callbacks, KillRoute, Route, StartCallback};
 
 /// Polls before a blocked `wait` parks: half spinning, half `yield_now`.
 const SPIN_ROUNDS: u32 = 16;
@@ -239,6 +239,38 @@ impl<R> TaskFuture<R> {
         } else {
             st.callbacks.push(Box::new(cb));
         }
+    }
+
+    /// Run `cb` once when the task starts (a worker takes it: process mode counts a task
+    /// handed to its worker, like [`running`](Self::running)); now, in this thread, if it
+    /// has started already; never if it is cancelled before it starts. In the thread that
+    /// starts it (a worker thread in thread mode, a parent pool thread in process mode, the
+    /// cluster driver in Slurm mode), outside any pool lock; a panic is reported on stderr
+    /// and ignored.
+    ///
+    /// ```
+    /// # use poolrun_core::backend::task_pair;
+    /// # use std::sync::atomic::{AtomicBool, Ordering};
+    /// # use std::sync::Arc;
+    /// # let (promise, fut) = task_pair::<u32>(None);
+    /// let began = Arc::new(AtomicBool::new(false));
+    /// let b = began.clone();
+    /// fut.add_start_callback(move || b.store(true, Ordering::SeqCst));
+    /// # promise.start();
+    /// # promise.complete(Ok(1));
+    /// assert_eq!(fut.result(), Ok(1));
+    /// assert!(began.load(Ordering::SeqCst));
+    /// ```
+    pub fn add_start_callback(&self, cb: impl FnOnce() + Send + 'static) {
+        let mut st = self.state.lock();
+        if st.started {
+            drop(st);
+            run_start_callbacks(vec![Box::new(cb)]);
+        } else if self.status() == PENDING {
+            // (`start` takes this lock too: it runs this callback, or we saw it started)
+            st.on_start.push(Box::new(cb));
+        }
+        // else: cancelled or failed before it started: never runs.
     }
 
     /// Register `sink` to hear `index` when this future is done; if already done, notify now.

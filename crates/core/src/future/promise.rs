@@ -11,7 +11,7 @@ use std::sync::Arc;
 use serde::de::DeserializeOwned;
 
 use super::chunk::ChunkState;
-use super::state::{FutureState, Route};
+use super::state::{run_start_callbacks, FutureState, Route, StartCallback};
 use super::TaskFuture;
 use crate::{codec, TaskError};
 
@@ -34,9 +34,19 @@ pub fn task_pair<R>(route: Option<Route>) -> (Promise<R>, TaskFuture<R>) {
 
 impl<R> Promise<R> {
     /// PENDING → RUNNING. Returns false if the future was cancelled (then the task must not
-    /// run; the promise may simply be dropped).
+    /// run; the promise may simply be dropped). Start callbacks run here, in this thread:
+    /// call it holding no lock (else use [`start_deferred`](Self::start_deferred)).
     pub fn start(&self) -> bool {
-        self.state.as_ref().is_some_and(|s| s.start())
+        let mut cbs = Vec::new();
+        let started = self.start_deferred(&mut cbs);
+        run_start_callbacks(cbs);
+        started
+    }
+
+    /// Like [`start`](Self::start), moving the start callbacks to `deferred` for the caller
+    /// to run with [`run_start_callbacks`] once it holds no lock.
+    pub fn start_deferred(&self, deferred: &mut Vec<StartCallback>) -> bool {
+        self.state.as_ref().is_some_and(|s| s.start(deferred))
     }
 
     /// True if the future was cancelled, killed or otherwise completed already.
@@ -77,7 +87,7 @@ impl<R> fmt::Debug for Promise<R> {
 /// What [`ErasedPromise`] needs of a future's state, whatever its value type. `slot` is
 /// the item's slot in a chunk record; single futures ignore it.
 trait EncodedState: Send + Sync {
-    fn start(&self, slot: usize) -> bool;
+    fn start(&self, slot: usize, deferred: &mut Vec<StartCallback>) -> bool;
     fn is_done(&self, slot: usize) -> bool;
     fn cancel(&self, slot: usize) -> bool;
     fn complete_encoded(&self, slot: usize, bytes: &[u8]);
@@ -86,8 +96,8 @@ trait EncodedState: Send + Sync {
 }
 
 impl<R: DeserializeOwned + Send + 'static> EncodedState for FutureState<R> {
-    fn start(&self, _: usize) -> bool {
-        FutureState::start(self)
+    fn start(&self, _: usize, deferred: &mut Vec<StartCallback>) -> bool {
+        FutureState::start(self, deferred)
     }
     fn is_done(&self, _: usize) -> bool {
         FutureState::is_done(self)
@@ -109,7 +119,7 @@ impl<R: DeserializeOwned + Send + 'static> EncodedState for FutureState<R> {
 }
 
 impl<R: DeserializeOwned + Send + 'static> EncodedState for ChunkState<R> {
-    fn start(&self, slot: usize) -> bool {
+    fn start(&self, slot: usize, _: &mut Vec<StartCallback>) -> bool {
         ChunkState::start(self, slot)
     }
     fn is_done(&self, slot: usize) -> bool {
@@ -153,8 +163,8 @@ impl<R: DeserializeOwned + Send + 'static> From<Promise<R>> for ErasedPromise {
 struct RawBytes(Arc<FutureState<Vec<u8>>>);
 
 impl EncodedState for RawBytes {
-    fn start(&self, _: usize) -> bool {
-        self.0.start()
+    fn start(&self, _: usize, deferred: &mut Vec<StartCallback>) -> bool {
+        self.0.start(deferred)
     }
     fn is_done(&self, _: usize) -> bool {
         self.0.is_done()
@@ -200,7 +210,17 @@ impl ErasedPromise {
 
     /// See [`Promise::start`].
     pub fn start(&self) -> bool {
-        self.state.as_ref().is_some_and(|s| s.start(self.slot))
+        let mut cbs = Vec::new();
+        let started = self.start_deferred(&mut cbs);
+        run_start_callbacks(cbs);
+        started
+    }
+
+    /// See [`Promise::start_deferred`].
+    pub fn start_deferred(&self, deferred: &mut Vec<StartCallback>) -> bool {
+        self.state
+            .as_ref()
+            .is_some_and(|s| s.start(self.slot, deferred))
     }
 
     /// See [`Promise::is_done`].

@@ -1,6 +1,5 @@
 //! The state shared by a [`TaskFuture`](super::TaskFuture) and its
-//! [`Promise`](super::Promise): CPython's `concurrent.futures.Future` state machine
-//! with a lock-free `start`.
+//! [`Promise`](super::Promise): CPython's `concurrent.futures.Future` state machine.
 //!
 //! ```text
 //! PENDING ──start()──▶ RUNNING ──complete()──▶ FINISHED
@@ -12,7 +11,8 @@
 //! to COMPLETING), so of two completers — a worker's result, `cancel`, `kill`, a dropped
 //! promise — exactly one wins. The winner runs the callbacks outside the lock, then
 //! publishes the terminal state and wakes waiters: once `result()` returns, every callback
-//! registered before completion has run.
+//! registered before completion has run. `start` takes the same lock, so the start
+//! callbacks registered before it are exactly the ones it hands to the starter.
 
 use std::sync::atomic::{AtomicU8, Ordering};
 use std::sync::{Arc, Condvar, Mutex, MutexGuard, Weak};
@@ -28,6 +28,9 @@ pub(crate) const FINISHED: u8 = 3;
 pub(crate) const CANCELLED: u8 = 4;
 
 pub(crate) type Callback<R> = Box<dyn FnOnce(&Result<R, TaskError>) + Send + 'static>;
+
+/// A start callback (`TaskFuture::add_start_callback`).
+pub type StartCallback = Box<dyn FnOnce() + Send + 'static>;
 
 /// Something that is told when a future becomes done (`wait`, `as_completed`,
 /// `map_unordered`).
@@ -103,6 +106,9 @@ pub(crate) struct Slots<R> {
     /// Threads blocked in `wait` (a condvar notify is a syscall even when nobody waits: most
     /// tiny tasks finish before anyone asks, so it is skipped then).
     pub waiters: u32,
+    /// Start callbacks not yet run, and whether the task has started.
+    pub on_start: Vec<StartCallback>,
+    pub started: bool,
     /// The async task awaiting this future (`impl Future for TaskFuture`), woken on
     /// completion. One: a future has one owner, polled by one task at a time.
     pub waker: Option<std::task::Waker>,
@@ -127,6 +133,8 @@ impl<R> FutureState<R> {
                 callbacks: Vec::new(),
                 sinks: Vec::new(),
                 waiters: 0,
+                on_start: Vec::new(),
+                started: false,
                 waker: None,
             }),
             cond: Condvar::new(),
@@ -144,21 +152,30 @@ impl<R> FutureState<R> {
     }
 
     /// Claim the right to complete: `from` → COMPLETING. Callers hold the lock, so of two
-    /// completers exactly one wins; [`start`](Self::start) races with them lock-free through
-    /// the same compare-exchange.
+    /// completers exactly one wins; [`start`](Self::start) holds it too.
     pub fn claim(&self, from: u8) -> bool {
         self.status
             .compare_exchange(from, COMPLETING, Ordering::AcqRel, Ordering::Acquire)
             .is_ok()
     }
 
-    /// PENDING → RUNNING; false if it was cancelled (or completed) first.
-    pub fn start(&self) -> bool {
+    /// PENDING → RUNNING; false if it was cancelled (or completed) first. Start callbacks
+    /// registered so far are moved to `deferred`, for the caller to run once it holds no
+    /// lock ([`run_start_callbacks`]).
+    pub fn start(&self, deferred: &mut Vec<StartCallback>) -> bool {
+        // Under the lock, so `add_start_callback` sees "started" and the callbacks taken as
+        // one step (the compare-exchange still races fairly with the claims).
+        let mut st = self.lock();
         match self
             .status
             .compare_exchange(PENDING, RUNNING, Ordering::AcqRel, Ordering::Acquire)
         {
-            Ok(_) | Err(RUNNING) => true,
+            Ok(_) => {
+                st.started = true;
+                deferred.append(&mut st.on_start);
+                true
+            }
+            Err(RUNNING) => true,
             Err(_) => false,
         }
     }
@@ -238,6 +255,18 @@ impl<R> FutureState<R> {
         }
         for (sink, idx) in sinks {
             sink.notify_done(idx);
+        }
+    }
+}
+
+/// Run start callbacks (each caught: a panic is reported on stderr and ignored).
+pub fn run_start_callbacks(cbs: Vec<StartCallback>) {
+    for cb in cbs {
+        if let Err(p) = std::panic::catch_unwind(std::panic::AssertUnwindSafe(cb)) {
+            eprintln!(
+                "poolrun: exception calling a start callback (ignored): {}",
+                crate::runtime::panic_message(&*p)
+            );
         }
     }
 }
