@@ -84,6 +84,35 @@ impl TaskCounters {
         self.restarts.fetch_add(1, Relaxed);
     }
 
+    /// Move `other`'s counts into these (a worker's own counters folded into its pool's
+    /// when it exits).
+    pub fn absorb(&self, other: &TaskCounters) {
+        for (a, b) in self.cells().into_iter().zip(other.cells()) {
+            a.fetch_add(b.swap(0, Relaxed), Relaxed);
+        }
+    }
+
+    /// Add `other`'s counts to a snapshot (a pool summing its workers' counters).
+    pub fn add_to(&self, s: &mut PoolStats) {
+        s.completed += self.completed.load(Relaxed);
+        s.failed += self.failed.load(Relaxed);
+        s.cancelled += self.cancelled.load(Relaxed);
+        s.killed += self.killed.load(Relaxed);
+        s.timed_out += self.timed_out.load(Relaxed);
+        s.worker_restarts += self.restarts.load(Relaxed);
+    }
+
+    fn cells(&self) -> [&AtomicU64; 6] {
+        [
+            &self.completed,
+            &self.failed,
+            &self.cancelled,
+            &self.killed,
+            &self.timed_out,
+            &self.restarts,
+        ]
+    }
+
     /// A snapshot with the counters filled in and the live figures (workers, queue) zero,
     /// for the pool to complete.
     pub fn snapshot(&self, workers: usize) -> PoolStats {

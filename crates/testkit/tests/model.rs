@@ -295,3 +295,86 @@ fn process_kill_never_lands_on_a_later_item_in_every_interleaving() {
     );
     assert!(e.schedules > 10, "{e:?}");
 }
+
+/// S1 (`FutureState::start` / `TaskFuture::add_start_callback`): a start callback
+/// registered while the task starts runs exactly once — by the registrar if it saw
+/// `started`, else by the starter, which then sees `has_on_start` — in every interleaving
+/// of the starter's three steps (CAS, store `started`, load `has_on_start` and, if set,
+/// drain under the lock) and the registrar's (store `has_on_start`, then under the lock:
+/// load `started`, run or push). And never for a task that does not start.
+#[test]
+fn start_callback_runs_exactly_once_in_every_interleaving() {
+    #[derive(Default)]
+    struct S {
+        status_running: AtomicBool,
+        started: AtomicBool,
+        has_on_start: AtomicBool,
+        pushed: RefCell<usize>,
+        ran: RefCell<usize>,
+    }
+    struct Starter {
+        pc: u8,
+        starts: bool,
+    }
+    impl Actor<S> for Starter {
+        fn step(&mut self, s: &S) -> Step {
+            if !self.starts {
+                return Step::Finished; // cancelled before it started
+            }
+            match self.pc {
+                0 => s.status_running.store(true, Ordering::SeqCst),
+                1 => s.started.store(true, Ordering::SeqCst),
+                _ => {
+                    if s.has_on_start.load(Ordering::SeqCst) {
+                        // (under the lock) drain and run what was pushed
+                        let n = std::mem::take(&mut *s.pushed.borrow_mut());
+                        *s.ran.borrow_mut() += n;
+                    }
+                    return Step::Finished;
+                }
+            }
+            self.pc += 1;
+            Step::Ran
+        }
+    }
+    struct Registrar {
+        pc: u8,
+    }
+    impl Actor<S> for Registrar {
+        fn step(&mut self, s: &S) -> Step {
+            match self.pc {
+                0 => {
+                    s.has_on_start.store(true, Ordering::SeqCst);
+                    self.pc = 1;
+                    Step::Ran
+                }
+                _ => {
+                    // (under the lock) run now if started, else push
+                    if s.started.load(Ordering::SeqCst) {
+                        *s.ran.borrow_mut() += 1;
+                    } else {
+                        *s.pushed.borrow_mut() += 1;
+                    }
+                    Step::Finished
+                }
+            }
+        }
+    }
+    for starts in [true, false] {
+        let stats = explore(
+            || {
+                let actors: Vec<Box<dyn Actor<S>>> = vec![
+                    Box::new(Starter { pc: 0, starts }),
+                    Box::new(Registrar { pc: 0 }),
+                ];
+                (S::default(), actors)
+            },
+            |s, sched| {
+                let want = usize::from(starts);
+                assert_eq!(*s.ran.borrow(), want, "schedule {sched:?}");
+            },
+            10_000,
+        );
+        assert!(stats.schedules >= 1);
+    }
+}

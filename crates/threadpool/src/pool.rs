@@ -106,7 +106,7 @@ impl ThreadPool {
             Box::new(Chunk { f, items: work })
         };
         if let Err(job) = shared.enqueue(job) {
-            job.abandon(TaskError::Shutdown);
+            job.abandon(TaskError::Shutdown, &shared.counters);
         }
         futures
     }
@@ -139,7 +139,7 @@ impl Dispatch for ThreadPool {
             timeout: opts.get_timeout(),
         });
         if let Err(job) = self.shared.enqueue(job) {
-            job.abandon(TaskError::Shutdown);
+            job.abandon(TaskError::Shutdown, &self.shared.counters);
         }
         fut
     }

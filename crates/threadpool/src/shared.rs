@@ -49,7 +49,7 @@ pub(crate) trait Work: Send {
     fn run(self: Box<Self>, ctx: &TaskCtx<'_>) -> usize;
     /// It will never run: fail every task not yet started with `err` (`Cancelled` leaves
     /// them in the cancelled state).
-    fn abandon(self: Box<Self>, err: TaskError);
+    fn abandon(self: Box<Self>, err: TaskError, counts: &TaskCounters);
 }
 
 /// One worker thread's state, shared with the timer and the kill route.
@@ -62,6 +62,9 @@ pub(crate) struct WorkerState {
     retired: AtomicBool,
     /// Its thread in the pool's [`ThreadSet`].
     pub thread: Mutex<Option<ThreadKey>>,
+    /// Outcomes of the tasks it ran (its own cache line: no contention between workers);
+    /// folded into the pool's counters when its thread ends.
+    pub counts: TaskCounters,
 }
 
 impl WorkerState {
@@ -71,6 +74,7 @@ impl WorkerState {
             run: AtomicU64::new(0),
             retired: AtomicBool::new(false),
             thread: Mutex::new(None),
+            counts: TaskCounters::default(),
         }
     }
 
@@ -112,7 +116,10 @@ pub(crate) struct PoolShared {
     me: Weak<PoolShared>,
     /// The same, as every future's kill route (cloned per task: one atomic increment).
     route: Weak<dyn KillRoute>,
-    /// Outcome counters for `stats()`, attached to every task's route.
+    /// Outcome counters for `stats()`: what the pool's own paths count (kills, timeouts,
+    /// drained tasks, restarts) and what exited workers folded in. Thread mode counts in
+    /// its own code paths, not through the futures' routes: a per-task `Arc` clone of the
+    /// counters cost 15% of a tiny task's round trip.
     pub counters: Arc<TaskCounters>,
 }
 
@@ -155,8 +162,7 @@ impl PoolShared {
     /// Kill routes for `n` new tasks (fresh ids, never 0; one atomic step for all of them).
     pub(crate) fn routes(&self, n: usize) -> impl Iterator<Item = Route> + '_ {
         let first = self.next_task.fetch_add(n as u64, Ordering::Relaxed);
-        (first..first + n as u64)
-            .map(|id| Route::new(self.route.clone(), id).counted(&self.counters))
+        (first..first + n as u64).map(|id| Route::new(self.route.clone(), id))
     }
 
     pub(crate) fn is_closed(&self) -> bool {
@@ -187,12 +193,13 @@ impl PoolShared {
     /// `Executor::stats`.
     pub(crate) fn stats(&self) -> PoolStats {
         let mut s = self.counters.snapshot(self.cfg.get_workers());
-        let running = self
-            .workers()
-            .iter()
-            .filter_map(Weak::upgrade)
-            .filter(|w| !w.is_retired() && w.run_word().running() != 0)
-            .count();
+        let mut running = 0;
+        for w in self.workers().iter().filter_map(Weak::upgrade) {
+            w.counts.add_to(&mut s);
+            if !w.is_retired() && w.run_word().running() != 0 {
+                running += 1;
+            }
+        }
         s.workers_alive = self.live();
         s.running = running;
         s.idle = s.workers_alive.saturating_sub(running);
@@ -214,7 +221,7 @@ impl PoolShared {
     /// Fail everything queued with `err` (`Cancelled` leaves the futures cancelled).
     pub(crate) fn drain(&self, err: TaskError) {
         while let Ok(w) = self.rx.try_recv() {
-            w.abandon(err.clone());
+            w.abandon(err.clone(), &self.counters);
         }
     }
 
@@ -291,6 +298,10 @@ impl PoolShared {
 }
 
 impl KillRoute for PoolShared {
+    fn cancelled(&self, _task: u64) {
+        self.counters.record::<()>(&Err(TaskError::Cancelled), true);
+    }
+
     /// Find the worker running `task` and claim it (see [`RunWord`]): only a successful
     /// claim raises its stop flag, so the flag can only ever stop this task. A task not
     /// running anywhere has nothing to stop: its worker sees the future done before it
@@ -301,6 +312,9 @@ impl KillRoute for PoolShared {
             .iter()
             .filter_map(|w| w.upgrade())
             .find(|w| w.run_word().claim(task));
+        // `TaskFuture::kill` calls this once, after claiming the running task (its
+        // cancellation is counted by `cancelled`; its own completion then loses).
+        self.counters.killed();
         if let Some(w) = target {
             w.stop.store(true, Ordering::SeqCst);
             // `retire_and_replace` needs the `Arc`; the route is only ever reached through

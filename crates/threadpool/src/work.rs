@@ -5,7 +5,7 @@ use std::sync::atomic::{fence, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use poolrun_core::backend::Promise;
+use poolrun_core::backend::{Promise, TaskCounters};
 use poolrun_core::{Deadline, TaskError};
 
 use crate::shared::{PoolShared, TaskCtx, Work, WorkerState};
@@ -56,8 +56,8 @@ impl<A: Send + 'static, R: Send + 'static> Work for Single<A, R> {
         usize::from(run_one(f, arg, id, promise, &own))
     }
 
-    fn abandon(self: Box<Self>, err: TaskError) {
-        abandon_one(self.promise, err);
+    fn abandon(self: Box<Self>, err: TaskError, counts: &TaskCounters) {
+        abandon_one(self.promise, err, counts);
     }
 }
 
@@ -71,21 +71,23 @@ impl<A: Send + 'static, R: Send + 'static> Work for Chunk<A, R> {
         ran
     }
 
-    fn abandon(self: Box<Self>, err: TaskError) {
+    fn abandon(self: Box<Self>, err: TaskError, counts: &TaskCounters) {
         for (_, _, promise) in self.items {
-            abandon_one(promise, err.clone());
+            abandon_one(promise, err.clone(), counts);
         }
     }
 }
 
-fn abandon_one<R>(promise: Promise<R>, err: TaskError) {
+/// A queued task that will never run (a drained queue); a failure is counted in `counts`
+/// (the pool's), a cancellation through its route.
+fn abandon_one<R>(promise: Promise<R>, err: TaskError, counts: &TaskCounters) {
     if err == TaskError::Cancelled {
-        promise.cancel();
+        promise.cancel(); // (counted by the route's `cancelled`)
     } else {
         // Started only to fail: its start callbacks never run (it never ran).
         let mut never = Vec::new();
         if promise.start_deferred(&mut never) {
-            promise.complete(Err(err));
+            promise.complete_counted(Err(err), Some(counts));
         }
     }
 }
@@ -121,7 +123,10 @@ impl<R: Send + 'static> Expire for Watched<R> {
             }
         };
         if let Some(p) = taken {
-            p.complete(Err(TaskError::TimedOut { after }));
+            p.complete_counted(
+                Err(TaskError::TimedOut { after }),
+                Some(&self.pool.counters),
+            );
             self.pool.retire_and_replace(&self.worker);
         }
     }
@@ -141,7 +146,7 @@ fn run_one<A, R: Send + 'static>(
     ctx: &TaskCtx<'_>,
 ) -> bool {
     if !promise.start() {
-        return false;
+        return false; // cancelled while queued (counted when it was cancelled)
     }
     let run = ctx.state.run_word();
     run.begin(id); // W1
@@ -181,11 +186,14 @@ fn run_one<A, R: Send + 'static>(
     };
     consume_stop(ctx, run.end()); // W4
     if let Some(p) = promise {
-        p.complete(outcome.map_err(|e| match e {
+        let outcome = outcome.map_err(|e| match e {
             Err(init_msg) => TaskError::Initializer(init_msg),
             // Stopped without a claim: the pool is being dropped (daemon).
             Ok(c) => c.into_task_error(TaskError::Shutdown),
-        }));
+        });
+        // Counted only if this completion wins (a killed task is counted by the kill), and
+        // before the future reads as done.
+        p.complete_counted(outcome, Some(&ctx.state.counts));
     }
     true
 }

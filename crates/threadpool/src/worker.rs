@@ -57,6 +57,8 @@ fn main(pool: Arc<PoolShared>, state: Arc<WorkerState>) {
             .get_task_timeout()
             .and_then(|t| pool.timer().map(|tm| (t, tm))),
     };
+    // However this thread ends, its task counts move to the pool's (stats()).
+    let _fold = FoldCounts(&pool, &state);
     let limit = pool.cfg.get_max_tasks_per_child();
     let mut ran = 0usize;
     while let Some(work) = pool.next_work() {
@@ -72,4 +74,13 @@ fn main(pool: Arc<PoolShared>, state: Arc<WorkerState>) {
     }
     drop(rt);
     pool.worker_exited();
+}
+
+/// Folds a worker's own task counters into its pool's when the worker's thread ends.
+struct FoldCounts<'a>(&'a PoolShared, &'a WorkerState);
+
+impl Drop for FoldCounts<'_> {
+    fn drop(&mut self) {
+        self.0.counters.absorb(&self.1.counts);
+    }
 }

@@ -263,14 +263,16 @@ impl<R> TaskFuture<R> {
     /// ```
     pub fn add_start_callback(&self, cb: impl FnOnce() + Send + 'static) {
         let mut st = self.state.lock();
-        if st.started {
+        // S1 (see `FutureState::start`): announce, then look whether it started.
+        self.state.has_on_start.store(true, Ordering::SeqCst);
+        if self.state.started.load(Ordering::SeqCst) {
             drop(st);
             run_start_callbacks(vec![Box::new(cb)]);
-        } else if self.status() == PENDING {
-            // (`start` takes this lock too: it runs this callback, or we saw it started)
+        } else {
+            // The starter (if it ever starts) sees `has_on_start` and runs it; a task
+            // cancelled or failed before it starts never does.
             st.on_start.push(Box::new(cb));
         }
-        // else: cancelled or failed before it started: never runs.
     }
 
     /// Register `sink` to hear `index` when this future is done; if already done, notify now.

@@ -61,10 +61,26 @@ impl<R> Promise<R> {
 
     /// Complete the future with `outcome` (ignored if it is already done). Callbacks run in
     /// this thread.
-    pub fn complete(mut self, outcome: Result<R, TaskError>) {
-        if let Some(s) = self.state.take() {
-            s.complete(outcome);
-        }
+    pub fn complete(self, outcome: Result<R, TaskError>) {
+        self.complete_won(outcome);
+    }
+
+    /// [`complete`](Self::complete), telling whether this completion won (false: the future
+    /// was already done — cancelled, killed, timed out — and `outcome` is dropped).
+    pub fn complete_won(self, outcome: Result<R, TaskError>) -> bool {
+        self.complete_counted(outcome, None)
+    }
+
+    /// [`complete_won`](Self::complete_won), counting the outcome in `counts` if it wins,
+    /// before the future reads as done (a pool that counts in its own paths).
+    pub fn complete_counted(
+        mut self,
+        outcome: Result<R, TaskError>,
+        counts: Option<&crate::stats::TaskCounters>,
+    ) -> bool {
+        self.state
+            .take()
+            .is_some_and(|s| s.complete_counted(outcome, counts))
     }
 }
 

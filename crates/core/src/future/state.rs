@@ -11,8 +11,8 @@
 //! to COMPLETING), so of two completers — a worker's result, `cancel`, `kill`, a dropped
 //! promise — exactly one wins. The winner runs the callbacks outside the lock, then
 //! publishes the terminal state and wakes waiters: once `result()` returns, every callback
-//! registered before completion has run. `start` takes the same lock, so the start
-//! callbacks registered before it are exactly the ones it hands to the starter.
+//! registered before completion has run. `start` is a lock-free compare-exchange (start
+//! callbacks: see S1 on `FutureState::start`).
 
 use std::sync::atomic::{AtomicU8, Ordering};
 use std::sync::{Arc, Condvar, Mutex, MutexGuard, Weak};
@@ -48,6 +48,11 @@ pub(crate) trait DoneSink: Send + Sync {
 pub trait KillRoute: Send + Sync {
     /// Stop the task the pool knows as `task`, wherever it is.
     fn kill(&self, task: u64);
+
+    /// The future of `task` ended cancelled (before it started, or killed): for a pool
+    /// that counts outcomes in its own paths (`stats()`) rather than through counters on
+    /// the route. Called once per cancelled task, on that rare path only.
+    fn cancelled(&self, _task: u64) {}
 }
 
 /// Where [`TaskFuture::kill`](super::TaskFuture::kill) goes: the pool's [`KillRoute`]
@@ -80,6 +85,12 @@ impl Route {
         self.counters.as_deref()
     }
 
+    fn cancelled(&self) {
+        if let Some(t) = self.target.upgrade() {
+            t.cancelled(self.task);
+        }
+    }
+
     /// The task's id in its pool.
     pub fn task(&self) -> u64 {
         self.task
@@ -106,9 +117,8 @@ pub(crate) struct Slots<R> {
     /// Threads blocked in `wait` (a condvar notify is a syscall even when nobody waits: most
     /// tiny tasks finish before anyone asks, so it is skipped then).
     pub waiters: u32,
-    /// Start callbacks not yet run, and whether the task has started.
+    /// Start callbacks not yet run (see `FutureState::start`).
     pub on_start: Vec<StartCallback>,
-    pub started: bool,
     /// The async task awaiting this future (`impl Future for TaskFuture`), woken on
     /// completion. One: a future has one owner, polled by one task at a time.
     pub waker: Option<std::task::Waker>,
@@ -117,6 +127,10 @@ pub(crate) struct Slots<R> {
 /// One future's shared state.
 pub(crate) struct FutureState<R> {
     pub status: AtomicU8,
+    /// Set once the task started (S1 in `start`).
+    pub started: std::sync::atomic::AtomicBool,
+    /// Set once a start callback was registered (S1 in `start`).
+    pub has_on_start: std::sync::atomic::AtomicBool,
     pub route: Option<Route>,
     slots: Mutex<Slots<R>>,
     pub cond: Condvar,
@@ -126,6 +140,8 @@ impl<R> FutureState<R> {
     pub fn new(route: Option<Route>) -> Self {
         FutureState {
             status: AtomicU8::new(PENDING),
+            started: Default::default(),
+            has_on_start: Default::default(),
             route,
             slots: Mutex::new(Slots {
                 outcome: None,
@@ -134,7 +150,6 @@ impl<R> FutureState<R> {
                 sinks: Vec::new(),
                 waiters: 0,
                 on_start: Vec::new(),
-                started: false,
                 waker: None,
             }),
             cond: Condvar::new(),
@@ -152,7 +167,8 @@ impl<R> FutureState<R> {
     }
 
     /// Claim the right to complete: `from` → COMPLETING. Callers hold the lock, so of two
-    /// completers exactly one wins; [`start`](Self::start) holds it too.
+    /// completers exactly one wins; [`start`](Self::start) races with them lock-free through
+    /// the same compare-exchange.
     pub fn claim(&self, from: u8) -> bool {
         self.status
             .compare_exchange(from, COMPLETING, Ordering::AcqRel, Ordering::Acquire)
@@ -162,17 +178,23 @@ impl<R> FutureState<R> {
     /// PENDING → RUNNING; false if it was cancelled (or completed) first. Start callbacks
     /// registered so far are moved to `deferred`, for the caller to run once it holds no
     /// lock ([`run_start_callbacks`]).
+    ///
+    /// Lock-free unless a start callback was ever registered (S1, Dekker with
+    /// `TaskFuture::add_start_callback`): the starter stores `started` then loads
+    /// `has_on_start`; a registrar (under the lock) stores `has_on_start` then loads
+    /// `started`, and pushes its callback unless it saw `started` (then it runs it itself).
+    /// All `SeqCst`: either the registrar sees `started`, or the starter sees
+    /// `has_on_start` and takes the lock to drain — never both miss.
     pub fn start(&self, deferred: &mut Vec<StartCallback>) -> bool {
-        // Under the lock, so `add_start_callback` sees "started" and the callbacks taken as
-        // one step (the compare-exchange still races fairly with the claims).
-        let mut st = self.lock();
         match self
             .status
             .compare_exchange(PENDING, RUNNING, Ordering::AcqRel, Ordering::Acquire)
         {
             Ok(_) => {
-                st.started = true;
-                deferred.append(&mut st.on_start);
+                self.started.store(true, Ordering::SeqCst);
+                if self.has_on_start.load(Ordering::SeqCst) {
+                    deferred.append(&mut self.lock().on_start);
+                }
                 true
             }
             Err(RUNNING) => true,
@@ -196,11 +218,28 @@ impl<R> FutureState<R> {
         }
     }
 
-    /// Complete with `outcome` unless already done (e.g. cancelled or killed).
-    pub fn complete(&self, outcome: Result<R, TaskError>) {
+    /// Complete with `outcome` unless already done (e.g. cancelled or killed); true if this
+    /// completion won.
+    pub fn complete(&self, outcome: Result<R, TaskError>) -> bool {
+        self.complete_counted(outcome, None)
+    }
+
+    /// [`complete`](Self::complete), counting the outcome in `counts` if this completion
+    /// wins (before anyone can see the future done).
+    pub fn complete_counted(
+        &self,
+        outcome: Result<R, TaskError>,
+        counts: Option<&TaskCounters>,
+    ) -> bool {
         let st = self.lock();
         if self.claim(RUNNING) || self.claim(PENDING) {
+            if let Some(c) = counts {
+                c.record(&outcome, false);
+            }
             self.finish(outcome, FINISHED, st);
+            true
+        } else {
+            false
         }
     }
 
@@ -223,8 +262,13 @@ impl<R> FutureState<R> {
         terminal: u8,
         mut st: MutexGuard<'a, Slots<R>>,
     ) {
-        if let Some(c) = self.route.as_ref().and_then(Route::counters) {
-            c.record(&outcome, terminal == CANCELLED);
+        match (
+            self.route.as_ref(),
+            self.route.as_ref().and_then(Route::counters),
+        ) {
+            (_, Some(c)) => c.record(&outcome, terminal == CANCELLED),
+            (Some(r), None) if terminal == CANCELLED => r.cancelled(),
+            _ => {}
         }
         crate::trace::task_done(self.route.as_ref().map_or(0, Route::task), &outcome);
         let mut outcome = Some(outcome);
