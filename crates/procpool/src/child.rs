@@ -26,7 +26,7 @@ use poolrun_core::backend::{Initializer, WorkerRuntime};
 use poolrun_core::gil::{Gil, GilMode};
 use poolrun_core::{codec, TaskError};
 
-use crate::ring::{PopError, Ring, Rings, TAG_MSG, TAG_VIA_CHANNEL};
+use crate::ring::{send_framed, PopError, Ring, Rings, TAG_MSG, TAG_VIA_CHANNEL};
 use crate::status::StatusPage;
 use crate::sys;
 use crate::transport::{
@@ -92,16 +92,14 @@ impl WorkerIo {
 
 /// See [`WorkerIo::send`].
 fn send_via(ring: &Ring, tx: &IpcSender<FromWorker>, msg: FromWorker, buf: &mut Vec<u8>) -> bool {
-    if msg.ring_ok() {
-        buf.clear();
-        if let Ok(b) = postcard::to_extend(&msg, std::mem::take(buf)) {
-            *buf = b;
-            if buf.len() <= crate::ring::MAX_RECORD {
-                return ring.push_wait(TAG_MSG, buf);
-            }
-        }
-    }
-    tx.send(msg).is_ok() && ring.push_wait(TAG_VIA_CHANNEL, &[])
+    let ok = msg.ring_ok();
+    send_framed(
+        msg,
+        ok,
+        buf,
+        |tag, rec| ring.push_wait(tag, rec),
+        |m| tx.send(m).is_ok(),
+    )
 }
 
 /// The worker process's entry point: never returns, never unwinds (invariant F1).

@@ -13,7 +13,7 @@ use std::sync::{Arc, Mutex};
 use ipc_channel::ipc::IpcSender;
 use nix::unistd::Pid;
 
-use crate::ring::{Ring, MAX_RECORD, TAG_MSG, TAG_VIA_CHANNEL};
+use crate::ring::{send_framed, Ring};
 use crate::scheduler::{Outgoing, WorkerLink};
 use crate::status::StatusPage;
 use crate::sys;
@@ -54,24 +54,25 @@ impl Link {
     /// holds the send lock (one producer). With the scheduler's bound on unread messages
     /// the ring always has room for a live worker; no room means a broken worker.
     fn send_one(&self, wire: ToWorker, buf: &mut Vec<u8>) -> Result<(), String> {
-        if wire.ring_ok() {
-            buf.clear();
-            if let Ok(b) = postcard::to_extend(&wire, std::mem::take(buf)) {
-                *buf = b;
-                if buf.len() <= MAX_RECORD {
-                    return if self.jobs.try_push(TAG_MSG, buf) {
-                        Ok(())
-                    } else {
-                        Err("its jobs ring is full".into())
-                    };
+        let mut channel_error = None;
+        let ok = wire.ring_ok();
+        let sent = send_framed(
+            wire,
+            ok,
+            buf,
+            |tag, rec| self.jobs.try_push(tag, rec),
+            |m| match self.tx.send(m) {
+                Ok(()) => true,
+                Err(e) => {
+                    channel_error = Some(e.to_string());
+                    false
                 }
-            }
-        }
-        self.tx.send(wire).map_err(|e| e.to_string())?;
-        if self.jobs.try_push(TAG_VIA_CHANNEL, &[]) {
-            Ok(())
-        } else {
-            Err("its jobs ring is full".into())
+            },
+        );
+        match (sent, channel_error) {
+            (true, _) => Ok(()),
+            (false, Some(e)) => Err(e),
+            (false, None) => Err("its jobs ring is full".into()),
         }
     }
 

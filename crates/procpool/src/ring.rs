@@ -270,6 +270,30 @@ fn record_size(len: usize) -> Option<u64> {
     (n <= CAP).then_some(n as u64)
 }
 
+/// Send `msg` the way every side does: as one ring record when it may travel in a ring
+/// (`ring_ok`: no memfd) and its encoding fits [`MAX_RECORD`], else on the channel
+/// (`to_channel`) announced by a marker record. `push` puts a record in the ring (a
+/// producer's `try_push` or `push_wait`); `buf` is the encoding buffer, reused. False if a
+/// push or the channel send failed.
+pub(crate) fn send_framed<M: serde::Serialize>(
+    msg: M,
+    ring_ok: bool,
+    buf: &mut Vec<u8>,
+    mut push: impl FnMut(u32, &[u8]) -> bool,
+    to_channel: impl FnOnce(M) -> bool,
+) -> bool {
+    if ring_ok {
+        buf.clear();
+        if let Ok(b) = postcard::to_extend(&msg, std::mem::take(buf)) {
+            *buf = b;
+            if buf.len() <= MAX_RECORD {
+                return push(TAG_MSG, buf);
+            }
+        }
+    }
+    to_channel(msg) && push(TAG_VIA_CHANNEL, &[])
+}
+
 /// A worker's two rings: jobs (parent → worker) and results (worker → parent).
 #[derive(Debug, Clone)]
 pub(crate) struct Rings {

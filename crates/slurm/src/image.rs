@@ -37,28 +37,23 @@ pub(crate) fn from_offset(offset: i64) -> usize {
 
 /// Copy this process's executable to `dst` (mode 0700) and return the copy's SHA-256.
 pub(crate) fn copy_self(dst: &Path) -> io::Result<[u8; 32]> {
-    let mut src = File::open("/proc/self/exe")?;
     let mut out = std::fs::OpenOptions::new()
         .write(true)
         .create_new(true)
         .mode(0o700)
         .open(dst)?;
-    let mut hasher = Sha256::new();
-    let mut buf = vec![0u8; 1 << 20];
-    loop {
-        let n = src.read(&mut buf)?;
-        if n == 0 {
-            break;
-        }
-        hasher.update(&buf[..n]);
-        out.write_all(&buf[..n])?;
-    }
+    let hash = read_self(|chunk| out.write_all(chunk))?;
     out.sync_all()?;
-    Ok(hasher.finalize().into())
+    Ok(hash)
 }
 
 /// SHA-256 of this process's executable.
 pub(crate) fn hash_self() -> io::Result<[u8; 32]> {
+    read_self(|_| Ok(()))
+}
+
+/// Read this process's executable in 1 MiB chunks, handing each to `each`; its SHA-256.
+fn read_self(mut each: impl FnMut(&[u8]) -> io::Result<()>) -> io::Result<[u8; 32]> {
     let mut src = File::open("/proc/self/exe")?;
     let mut hasher = Sha256::new();
     let mut buf = vec![0u8; 1 << 20];
@@ -68,6 +63,7 @@ pub(crate) fn hash_self() -> io::Result<[u8; 32]> {
             break;
         }
         hasher.update(&buf[..n]);
+        each(&buf[..n])?;
     }
     Ok(hasher.finalize().into())
 }

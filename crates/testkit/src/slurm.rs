@@ -45,16 +45,7 @@ pub fn cluster_or_skip(test: &str) -> bool {
 /// The lines of plain `squeue` (pending, running, completing jobs) that belong to the job
 /// arrays `jobs`, as `array_task STATE`.
 pub fn queued(jobs: &[String]) -> Vec<String> {
-    let o = Command::new("squeue")
-        .args(["-h", "-o", "%F|%i|%T"])
-        .output()
-        .unwrap_or_else(|e| panic!("cannot run squeue: {e}"));
-    assert!(
-        o.status.success(),
-        "squeue failed: {}",
-        String::from_utf8_lossy(&o.stderr).trim()
-    );
-    String::from_utf8_lossy(&o.stdout)
+    squeue(&["-h", "-o", "%F|%i|%T"])
         .lines()
         .filter_map(|l| {
             let mut f = l.split('|');
@@ -102,8 +93,16 @@ pub fn running_image(exe: &Path) -> Vec<u32> {
 /// Lines of plain `squeue` (pending, running, completing) for jobs named `name`, as
 /// `array_task STATE` (a pool names its arrays `poolrun-<submitter pid>`).
 pub fn queued_named(name: &str) -> Vec<String> {
+    squeue(&["-h", "-o", "%i|%T", "-n", name])
+        .lines()
+        .map(|l| l.replace('|', " "))
+        .collect()
+}
+
+/// `squeue ARGS`'s output; panics (naming why) if it cannot run or fails.
+fn squeue(args: &[&str]) -> String {
     let o = Command::new("squeue")
-        .args(["-h", "-o", "%i|%T", "-n", name])
+        .args(args)
         .output()
         .unwrap_or_else(|e| panic!("cannot run squeue: {e}"));
     assert!(
@@ -111,8 +110,5 @@ pub fn queued_named(name: &str) -> Vec<String> {
         "squeue failed: {}",
         String::from_utf8_lossy(&o.stderr).trim()
     );
-    String::from_utf8_lossy(&o.stdout)
-        .lines()
-        .map(|l| l.replace('|', " "))
-        .collect()
+    String::from_utf8_lossy(&o.stdout).into_owned()
 }
